@@ -1,0 +1,2 @@
+//! Log append throughput without the network.
+fn main() {}

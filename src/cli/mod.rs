@@ -1,0 +1,74 @@
+//! The command tree. Each subcommand group is one module that parses nothing itself
+//! (clap does) and calls into the library crates.
+
+mod config;
+
+use clap::{Parser, Subcommand};
+
+/// Meridian: geo-replicated event streaming with exact cross-region offset translation.
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, as RUST_LOG takes it (for example `info` or `broker=debug`).
+    #[arg(long, global = true, env = "MERIDIAN_LOG")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and show deployment files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+/// Runs the chosen subcommand to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config(cmd) => config::run(cmd),
+    }
+}
+
+/// Marks an error as the user's to fix (bad usage, invalid configuration): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Maps an error to the process exit code of the contract in DESIGN.md.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .chain()
+        .any(|cause| cause.is::<UsageError>() || cause.is::<topology::TopologyError>())
+    {
+        2
+    } else {
+        1
+    }
+}
+
+/// Renders an error chain as one line: the outermost context first, causes after colons.
+pub fn one_sentence(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Logs go to stderr, one line per event; `MERIDIAN_LOG`/`--log-level` picks the filter.
+pub fn init_tracing(filter: Option<&str>) {
+    let filter = filter
+        .map(str::to_owned)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info,openraft=warn,sled=warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

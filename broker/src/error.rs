@@ -45,6 +45,8 @@ pub enum ErrorCode {
     InvalidRequest = 42,
     /// The disk failed under the log.
     KafkaStorageError = 56,
+    /// The batch uses a compression codec this build cannot read or write.
+    UnsupportedCompressionType = 76,
     /// A record inside a batch is not valid.
     InvalidRecord = 87,
 }
@@ -78,6 +80,40 @@ pub enum BrokerError {
     InvalidBatch {
         /// What was wrong with it.
         reason: String,
+    },
+    /// A record batch received from a broker (a fetch) fails its CRC, has a wrong magic
+    /// byte or cannot be decoded. State: nothing changed; the caller's position is not
+    /// advanced past the batch.
+    #[error(
+        "record batch at offset {offset} is corrupt: {reason}; the data was damaged in storage or transit, re-fetch from that offset"
+    )]
+    CorruptBatch {
+        /// Base offset of the damaged batch, as written in its header.
+        offset: i64,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A batch asks for a compression codec that is not compiled into this build.
+    /// State: nothing encoded, decoded or appended.
+    #[error(
+        "compression codec {codec} is not supported by this build (supported: {supported}); use one of those, or enable the codec's kafka-protocol feature"
+    )]
+    UnsupportedCompression {
+        /// The codec asked for (or found in a batch header).
+        codec: String,
+        /// The codecs this build supports, comma-separated.
+        supported: String,
+    },
+    /// A single record is larger than the producer's whole buffer memory, so it could never
+    /// be accepted however long the caller waits. State: nothing buffered.
+    #[error(
+        "record of about {size} bytes is larger than the producer buffer ({buffer_memory} bytes); raise buffer_memory or send a smaller record"
+    )]
+    RecordLargerThanBuffer {
+        /// Estimated encoded size of the record in its own batch.
+        size: usize,
+        /// The configured buffer memory.
+        buffer_memory: usize,
     },
     /// A batch is larger than the topic's max.message.bytes. State: nothing appended.
     #[error(
@@ -192,7 +228,11 @@ impl BrokerError {
             BrokerError::Io { .. } => ErrorCode::KafkaStorageError,
             BrokerError::Corrupt { .. } => ErrorCode::KafkaStorageError,
             BrokerError::InvalidBatch { .. } => ErrorCode::CorruptMessage,
-            BrokerError::RecordTooLarge { .. } => ErrorCode::MessageTooLarge,
+            BrokerError::CorruptBatch { .. } => ErrorCode::CorruptMessage,
+            BrokerError::UnsupportedCompression { .. } => ErrorCode::UnsupportedCompressionType,
+            BrokerError::RecordTooLarge { .. } | BrokerError::RecordLargerThanBuffer { .. } => {
+                ErrorCode::MessageTooLarge
+            }
             BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             BrokerError::OffsetBelowEnd { .. } => ErrorCode::InvalidRecord,
             BrokerError::NotADataDir { .. } | BrokerError::DataDirLocked { .. } => {

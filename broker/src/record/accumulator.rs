@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Record;
-use super::codec::{BATCH_HEADER_BYTES, Compression, encode_batch};
+use super::codec::{BATCH_HEADER_BYTES, Compression, encode_batch, len_field, varint_len};
 use crate::error::{BrokerError, Result};
 
 /// Limits of the accumulator, with Kafka's producer defaults.
@@ -324,20 +324,6 @@ fn check_headers(record: &Record) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Bytes a zigzag varint of `v` takes.
-fn varint_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    let bits = 64 - (z | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
-fn len_field(b: Option<&Bytes>) -> usize {
-    match b {
-        None => 1,
-        Some(b) => varint_len(b.len() as i64) + b.len(),
-    }
 }
 
 /// Upper bound of the encoded size of `record` at `index` in its batch, leaving out

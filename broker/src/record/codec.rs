@@ -34,7 +34,10 @@ pub(crate) const BATCH_HEADER_BYTES: usize = 61;
 const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
+const FIRST_TIMESTAMP_OFFSET: usize = 27;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
 const COMPRESSION_MASK: i16 = 0x07;
+const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
 const CONTROL_FLAG: i16 = 1 << 5;
 
 /// The compression codec of a batch, numbered as Kafka's attribute bits 0–2.
@@ -335,14 +338,28 @@ fn decode_one(base_offset: i64, batch: Bytes, out: &mut Vec<StoredRecord>) -> Re
     if attributes & CONTROL_FLAG != 0 {
         return Ok(());
     }
+    let records_len = batch.len() - BATCH_HEADER_BYTES;
+    let first_ts = read_i64(&batch[FIRST_TIMESTAMP_OFFSET..]);
+    // LogAppendTime: the broker's append time, kept once as the batch's max timestamp,
+    // is every record's timestamp (Kafka ignores the per-record deltas then).
+    let log_append_ts =
+        (attributes & LOG_APPEND_TIME_FLAG != 0).then(|| read_i64(&batch[MAX_TIMESTAMP_OFFSET..]));
     let mut buf = batch;
     let set =
         RecordBatchDecoder::decode(&mut buf).map_err(|e| corrupt(base_offset, e.to_string()))?;
     out.reserve(set.records.len());
+    let mut decoded_len = 0;
     for r in set.records {
+        decoded_len += record_size(
+            r.offset - base_offset,
+            r.timestamp - first_ts,
+            r.key.as_ref(),
+            r.value.as_ref(),
+            r.headers.iter().map(|(k, v)| (k.len(), v.as_ref())),
+        );
         out.push(StoredRecord {
             offset: r.offset,
-            timestamp_ms: r.timestamp,
+            timestamp_ms: log_append_ts.unwrap_or(r.timestamp),
             key: r.key,
             value: r.value,
             headers: r
@@ -352,7 +369,53 @@ fn decode_one(base_offset: i64, batch: Bytes, out: &mut Vec<StoredRecord>) -> Re
                 .collect(),
         });
     }
+    // The codec keeps headers in a map, so a record with a repeated header key (legal
+    // in Kafka) would come back with a header silently missing, and bytes after the
+    // last record would be ignored. Re-measuring what was decoded catches both.
+    if compression == Compression::None && decoded_len != records_len {
+        return Err(corrupt(
+            base_offset,
+            format!(
+                "its records take {records_len} bytes but decode to {decoded_len}; a record repeats a header key (not supported by this client) or the batch has trailing bytes"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Bytes a zigzag varint of `v` takes, as Kafka encodes record fields.
+pub(crate) fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    let bits = 64 - (z | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Bytes of a nullable length-prefixed field (key, value, header value).
+pub(crate) fn len_field(b: Option<&Bytes>) -> usize {
+    match b {
+        None => 1,
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+    }
+}
+
+/// Exact encoded size of one record, length prefix included.
+fn record_size<'a>(
+    offset_delta: i64,
+    timestamp_delta: i64,
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+    headers: impl ExactSizeIterator<Item = (usize, Option<&'a Bytes>)>,
+) -> usize {
+    let mut body = 1
+        + varint_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + len_field(key)
+        + len_field(value)
+        + varint_len(headers.len() as i64);
+    for (key_len, v) in headers {
+        body += varint_len(key_len as i64) + key_len + len_field(v);
+    }
+    body + varint_len(body as i64)
 }
 
 fn corrupt(offset: i64, reason: String) -> BrokerError {
@@ -571,6 +634,42 @@ mod tests {
             got.iter().map(|r| r.offset).collect::<Vec<_>>(),
             vec![3, 4, 5]
         );
+    }
+
+    fn fix_crc(bytes: &mut [u8]) {
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn repeated_header_key_from_another_producer_is_an_error_not_a_silent_loss() {
+        let r = Record::new("v", 5)
+            .with_header("hA", Some(Bytes::from_static(b"1")))
+            .with_header("hB", Some(Bytes::from_static(b"2")));
+        let mut bytes = encode_batch(&[r], Compression::None).unwrap().to_vec();
+        // Rename header "hB" to "hA" in place, as a Java producer may legally send.
+        let at = bytes.windows(2).rposition(|w| w == b"hB").unwrap();
+        bytes[at + 1] = b'A';
+        fix_crc(&mut bytes);
+        let err = decode_batches(&at_offset(&Bytes::from(bytes), 70)).unwrap_err();
+        assert!(
+            matches!(err, BrokerError::CorruptBatch { offset: 70, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("repeats a header key"), "{err}");
+    }
+
+    #[test]
+    fn log_append_time_batches_give_every_record_the_batch_max_timestamp() {
+        let mut bytes = encode_batch(&sample(), Compression::None).unwrap().to_vec();
+        bytes[ATTRIBUTES_OFFSET + 1] |= LOG_APPEND_TIME_FLAG as u8;
+        let broker_time = 1_800_000_000_000i64;
+        bytes[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&broker_time.to_be_bytes());
+        fix_crc(&mut bytes);
+        let got = decode_batches(&bytes).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(|r| r.timestamp_ms == broker_time), "{got:?}");
     }
 
     #[test]

@@ -203,6 +203,14 @@ impl Accumulator {
             None => (alone, false, alone > self.config.max_batch_bytes),
         };
         if self.used + delta > self.config.buffer_memory {
+            if !self.exhausted {
+                tracing::debug!(
+                    partition,
+                    used_bytes = self.used,
+                    buffer_memory = self.config.buffer_memory,
+                    "producer buffer full; sending open batches now and holding new records"
+                );
+            }
             self.exhausted = true;
             return Ok(Append::Full(record));
         }

@@ -51,6 +51,56 @@ pub enum ErrorCode {
     InvalidRecord = 87,
 }
 
+impl ErrorCode {
+    /// Every code, for decoding numbers that came over the wire.
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::None,
+        ErrorCode::UnknownServerError,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidTopic,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::TopicAuthorizationFailed,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidRequest,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::InvalidRecord,
+    ];
+
+    /// The number sent on the wire.
+    pub fn as_i32(self) -> i32 {
+        i32::from(self as i16)
+    }
+
+    /// Decodes a wire number; numbers this build does not know read as UnknownServerError.
+    pub fn from_i32(code: i32) -> ErrorCode {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_i32() == code)
+            .unwrap_or(ErrorCode::UnknownServerError)
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::NotEnoughReplicas
+        )
+    }
+}
+
 /// Everything the broker crate can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -197,6 +247,44 @@ pub enum BrokerError {
         /// What was wrong.
         reason: String,
     },
+    /// A topic config key or value is not valid. State: nothing changed.
+    #[error("invalid topic config {key}={value}: {reason}")]
+    InvalidConfig {
+        /// The config name.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A partition stopped taking writes (shutdown, or a failed fsync: data since the last
+    /// good sync cannot be trusted). State: the append may be in the page cache but was
+    /// not acknowledged; recovery re-validates it at the next start.
+    #[error("partition {partition} is offline: {reason}")]
+    PartitionOffline {
+        /// `topic-partition`, when known.
+        partition: String,
+        /// Why.
+        reason: String,
+    },
+    /// The replication factor cannot be met. State: nothing changed.
+    #[error(
+        "replication factor {requested} cannot be met: {available} broker(s) can hold replicas in this region"
+    )]
+    InvalidReplicationFactor {
+        /// The factor asked for.
+        requested: i32,
+        /// Brokers available.
+        available: i32,
+    },
+    /// A topic name breaks the naming rules. State: nothing changed.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
     /// The metadata store failed. State: the change may not be durable.
     #[error("metadata store: {reason}")]
     Metadata {
@@ -243,6 +331,10 @@ impl BrokerError {
             }
             BrokerError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
             BrokerError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            BrokerError::PartitionOffline { .. } => ErrorCode::KafkaStorageError,
+            BrokerError::InvalidTopicName { .. } => ErrorCode::InvalidTopic,
             BrokerError::Metadata { .. } => ErrorCode::UnknownServerError,
             BrokerError::Remote { code, .. } => *code,
             BrokerError::Unreachable { .. } => ErrorCode::RequestTimedOut,

@@ -11,8 +11,20 @@
 //! protocol), consumer groups, and `broker::client`, the typed client every other crate
 //! uses to speak to brokers.
 
+pub mod client;
 pub mod error;
 pub mod log;
+pub mod node;
+pub mod partition;
 pub mod record;
+pub mod server;
+pub mod topic_config;
 
 pub use error::{BrokerError, ErrorCode};
+pub mod metadata;
+
+/// Generated gRPC types and services (broker/proto/meridian.proto).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("meridian.broker.v1");
+}

@@ -1,0 +1,538 @@
+//! `broker::client`: the typed client that the CLI, the mirror and the tests use.
+//! Nobody else speaks the wire protocol by hand.
+//!
+//! ```text
+//!  Client ── bootstrap ──▶ any broker: Metadata (brokers, topics, leaders)
+//!     ├── admin: create/delete/describe topics, list offsets, group offsets
+//!     ├── Producer: accumulate per partition → batches → pipelined Produce to leaders
+//!     └── Consumer: Fetch from leaders → decoded records, positions, commits
+//! ```
+//!
+//! Leaders are found from metadata; a NotLeader / LeaderNotAvailable answer refreshes
+//! the metadata and retries with backoff, so a leader change is invisible to the caller.
+
+mod consumer;
+mod producer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{BrokerError, ErrorCode, Result};
+use crate::proto::{self, broker_client::BrokerClient};
+
+pub use consumer::{Consumer, ConsumerConfig, StartOffset};
+pub use producer::{Acks, Delivery, Producer, ProducerConfig};
+
+/// How often and how patiently requests are retried on retriable errors.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts before giving up.
+    pub attempts: u32,
+    /// First backoff; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 20,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A partition's place in the cluster, as metadata reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionMeta {
+    /// Partition number.
+    pub partition: i32,
+    /// Leader broker id.
+    pub leader: u64,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Replica broker ids.
+    pub replicas: Vec<u64>,
+    /// In-sync replica broker ids.
+    pub isr: Vec<u64>,
+}
+
+/// A topic as metadata reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// Partitions in order.
+    pub partitions: Vec<PartitionMeta>,
+    /// Effective configs, Kafka names.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A broker as metadata reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerMeta {
+    /// Broker id.
+    pub id: u64,
+    /// Node name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// gRPC address.
+    pub grpc_addr: String,
+    /// Kafka address, if it has a Kafka listener.
+    pub kafka_addr: Option<String>,
+}
+
+/// A snapshot of cluster metadata.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMeta {
+    /// The region the cluster serves.
+    pub region: String,
+    /// Brokers by id.
+    pub brokers: BTreeMap<u64, BrokerMeta>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// The controller's broker id.
+    pub controller_id: u64,
+}
+
+/// What `create_topic` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partition count; 0 = the deployment default.
+    pub partitions: i32,
+    /// Replication factor; 0 = the deployment default.
+    pub replication_factor: i32,
+    /// Per-topic config overrides (Kafka names).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Which offset `list_offsets` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first offset still stored.
+    Earliest,
+    /// The high watermark: the next offset to be written and read.
+    Latest,
+    /// The first offset whose timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+struct Inner {
+    bootstrap: Vec<String>,
+    channels: Mutex<HashMap<String, BrokerClient<Channel>>>,
+    meta: Mutex<ClusterMeta>,
+    retry: RetryPolicy,
+}
+
+/// A connection to one region's cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("bootstrap", &self.inner.bootstrap)
+            .finish()
+    }
+}
+
+pub(crate) fn remote_error(code: i32, message: String) -> BrokerError {
+    BrokerError::Remote {
+        code: ErrorCode::from_i32(code),
+        message,
+    }
+}
+
+fn status_error(addr: &str, status: tonic::Status) -> BrokerError {
+    if let Some(code) = status
+        .metadata()
+        .get(crate::server::ERROR_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        return remote_error(code, status.message().to_owned());
+    }
+    let reason = match status.code() {
+        tonic::Code::Unavailable => format!("unavailable ({})", status.message()),
+        _ => status.to_string(),
+    };
+    BrokerError::Unreachable {
+        addr: addr.to_owned(),
+        reason,
+    }
+}
+
+impl Client {
+    /// Connects to a cluster through any of `bootstrap` (`host:port`, comma-separated
+    /// lists allowed) and loads its metadata.
+    pub async fn connect(bootstrap: &str) -> Result<Self> {
+        let bootstrap: Vec<String> = bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if bootstrap.is_empty() {
+            return Err(BrokerError::InvalidRequest {
+                reason: "no bootstrap address given; pass --bootstrap HOST:PORT".into(),
+            });
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                bootstrap,
+                channels: Mutex::new(HashMap::new()),
+                meta: Mutex::new(ClusterMeta::default()),
+                retry: RetryPolicy::default(),
+            }),
+        };
+        client.refresh_metadata().await?;
+        Ok(client)
+    }
+
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// The gRPC stub for an address, connecting lazily and reusing the connection.
+    pub(crate) fn stub(&self, addr: &str) -> Result<BrokerClient<Channel>> {
+        let mut channels = self.inner.channels.lock().expect("channel cache poisoned");
+        if let Some(stub) = channels.get(addr) {
+            return Ok(stub.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| BrokerError::InvalidRequest {
+                reason: format!("bad broker address {addr:?}: {e}"),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let stub = BrokerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        channels.insert(addr.to_owned(), stub.clone());
+        Ok(stub)
+    }
+
+    /// Reloads metadata from the first bootstrap (or known) broker that answers.
+    pub async fn refresh_metadata(&self) -> Result<ClusterMeta> {
+        let mut candidates: Vec<String> = self
+            .inner
+            .meta
+            .lock()
+            .expect("metadata poisoned")
+            .brokers
+            .values()
+            .map(|b| b.grpc_addr.clone())
+            .collect();
+        candidates.extend(self.inner.bootstrap.iter().cloned());
+        let mut last_error = None;
+        for addr in candidates {
+            let mut stub = self.stub(&addr)?;
+            match stub
+                .metadata(proto::MetadataRequest { topics: vec![] })
+                .await
+            {
+                Ok(response) => {
+                    let meta = convert_metadata(response.into_inner());
+                    *self.inner.meta.lock().expect("metadata poisoned") = meta.clone();
+                    return Ok(meta);
+                }
+                Err(status) => last_error = Some(status_error(&addr, status)),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| BrokerError::Unreachable {
+            addr: self.inner.bootstrap.join(","),
+            reason: "no broker answered".into(),
+        }))
+    }
+
+    /// The last metadata loaded.
+    pub fn cached_metadata(&self) -> ClusterMeta {
+        self.inner.meta.lock().expect("metadata poisoned").clone()
+    }
+
+    /// A topic's metadata, refreshing once if it is not known yet.
+    pub async fn topic(&self, name: &str) -> Result<TopicMeta> {
+        if let Some(topic) = self.cached_metadata().topics.get(name) {
+            return Ok(topic.clone());
+        }
+        self.refresh_metadata()
+            .await?
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            })
+    }
+
+    /// The gRPC address of a partition's leader.
+    pub(crate) async fn leader_addr(&self, topic: &str, partition: i32) -> Result<String> {
+        let meta = self.topic(topic).await?;
+        let count = meta.partitions.len() as i32;
+        let leader = meta
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.leader)
+            .ok_or(BrokerError::InvalidPartition {
+                topic: topic.to_owned(),
+                partition,
+                count,
+            })?;
+        self.cached_metadata()
+            .brokers
+            .get(&leader)
+            .map(|b| b.grpc_addr.clone())
+            .ok_or_else(|| BrokerError::Remote {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("leader {leader} of {topic}-{partition} is not a known broker"),
+            })
+    }
+
+    /// Any broker, for requests every broker answers.
+    pub(crate) fn any_broker(&self) -> String {
+        let meta = self.cached_metadata();
+        meta.brokers
+            .values()
+            .next()
+            .map(|b| b.grpc_addr.clone())
+            .unwrap_or_else(|| self.inner.bootstrap[0].clone())
+    }
+
+    /// Creates topics; per-topic failures are returned in order, not as one error.
+    pub async fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> Result<Vec<(String, Result<()>)>> {
+        let addr = self.any_broker();
+        let request = proto::CreateTopicsRequest {
+            topics: specs
+                .into_iter()
+                .map(|s| proto::TopicSpec {
+                    name: s.name,
+                    partitions: s.partitions,
+                    replication_factor: s.replication_factor,
+                    configs: s.configs.into_iter().collect(),
+                })
+                .collect(),
+            validate_only,
+        };
+        let response = self
+            .stub(&addr)?
+            .create_topics(request)
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner();
+        self.refresh_metadata().await?;
+        Ok(response.results.into_iter().map(topic_result).collect())
+    }
+
+    /// Creates one topic.
+    pub async fn create_topic(&self, spec: TopicSpec) -> Result<()> {
+        self.create_topics(vec![spec], false).await?.remove(0).1
+    }
+
+    /// Deletes topics; per-topic failures are returned in order.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<(String, Result<()>)>> {
+        let addr = self.any_broker();
+        let response = self
+            .stub(&addr)?
+            .delete_topics(proto::DeleteTopicsRequest { names })
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner();
+        self.refresh_metadata().await?;
+        Ok(response.results.into_iter().map(topic_result).collect())
+    }
+
+    /// Offsets of every partition of a topic, by partition.
+    pub async fn list_offsets(&self, topic: &str, spec: OffsetSpec) -> Result<BTreeMap<i32, i64>> {
+        let meta = self.topic(topic).await?;
+        let timestamp = match spec {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(ts) => ts,
+        };
+        let mut out = BTreeMap::new();
+        for partition in &meta.partitions {
+            let addr = self.leader_addr(topic, partition.partition).await?;
+            let response = self
+                .stub(&addr)?
+                .list_offsets(proto::ListOffsetsRequest {
+                    topic: topic.to_owned(),
+                    partitions: vec![partition.partition],
+                    timestamp,
+                })
+                .await
+                .map_err(|s| status_error(&addr, s))?
+                .into_inner();
+            for p in response.partitions {
+                if p.error_code != 0 {
+                    return Err(remote_error(p.error_code, p.error_message));
+                }
+                out.insert(p.partition, p.offset);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits a group's offsets (the next offset to read, per partition).
+    pub async fn commit_offsets(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
+        let addr = self.any_broker();
+        let response = self
+            .stub(&addr)?
+            .offset_commit(proto::OffsetCommitRequest {
+                group: group.to_owned(),
+                offsets: offsets
+                    .iter()
+                    .map(|(topic, partition, offset)| proto::CommittedOffset {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner();
+        match response.offsets.into_iter().find(|o| o.error_code != 0) {
+            Some(failed) => Err(remote_error(failed.error_code, failed.error_message)),
+            None => Ok(()),
+        }
+    }
+
+    /// A group's committed offsets: (topic, partition) → next offset to read.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<BTreeMap<(String, i32), i64>> {
+        let addr = self.any_broker();
+        let response = self
+            .stub(&addr)?
+            .offset_fetch(proto::OffsetFetchRequest {
+                group: group.to_owned(),
+                topics: topics.to_vec(),
+            })
+            .await
+            .map_err(|s| status_error(&addr, s))?
+            .into_inner();
+        Ok(response
+            .offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.offset))
+            .collect())
+    }
+
+    /// Sends a request to a partition's leader, refreshing metadata and retrying with
+    /// backoff while the error is retriable (leader moved, not available yet).
+    pub(crate) async fn with_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(BrokerClient<Channel>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let policy = self.retry_policy().clone();
+        let mut backoff = policy.backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self.leader_addr(topic, partition).await {
+                Ok(addr) => call(self.stub(&addr)?, addr).await,
+                Err(err) => Err(err),
+            };
+            match outcome {
+                Err(err) if attempt < policy.attempts && is_retriable(&err) => {
+                    tracing::debug!(topic, partition, %err, attempt, "retrying after a retriable error");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(policy.max_backoff);
+                    let _ = self.refresh_metadata().await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether an error may go away by itself (a leader change, a restarting broker).
+pub fn is_retriable(err: &BrokerError) -> bool {
+    match err {
+        BrokerError::Remote { code, .. } => code.is_retriable(),
+        BrokerError::Unreachable { .. } => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn status_to_error(addr: &str, status: tonic::Status) -> BrokerError {
+    status_error(addr, status)
+}
+
+fn topic_result(r: proto::TopicResult) -> (String, Result<()>) {
+    let result = if r.error_code == 0 {
+        Ok(())
+    } else {
+        Err(remote_error(r.error_code, r.error_message))
+    };
+    (r.name, result)
+}
+
+fn convert_metadata(response: proto::MetadataResponse) -> ClusterMeta {
+    ClusterMeta {
+        region: response.region,
+        controller_id: response.controller_id,
+        brokers: response
+            .brokers
+            .into_iter()
+            .map(|b| {
+                let meta = BrokerMeta {
+                    id: b.id,
+                    name: b.name,
+                    region: b.region,
+                    grpc_addr: b.grpc_addr,
+                    kafka_addr: (!b.kafka_addr.is_empty()).then_some(b.kafka_addr),
+                };
+                (meta.id, meta)
+            })
+            .collect(),
+        topics: response
+            .topics
+            .into_iter()
+            .filter(|t| t.error_code == 0)
+            .map(|t| {
+                let meta = TopicMeta {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionMeta {
+                            partition: p.partition,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas,
+                            isr: p.isr,
+                        })
+                        .collect(),
+                    configs: t.configs.into_iter().collect(),
+                };
+                (meta.name.clone(), meta)
+            })
+            .collect(),
+    }
+}

@@ -1,7 +1,14 @@
 //! The command tree. Each subcommand group is one module that parses nothing itself
 //! (clap does) and calls into the library crates.
 
+mod bench;
+mod broker;
 mod config;
+mod connect;
+mod consume;
+mod dev;
+mod produce;
+mod topic;
 
 use clap::{Parser, Subcommand};
 
@@ -19,15 +26,58 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a complete local deployment (the front door).
+    Dev(dev::DevArgs),
+    /// Run one broker of a deployment.
+    Broker(broker::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce records read from stdin, one per line.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print them.
+    Consume(consume::ConsumeArgs),
     /// Check and show deployment files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Measure produce and consume throughput against a running deployment.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Dev(args) => dev::run(args),
+        Command::Broker(args) => broker::run(args),
+        Command::Topic(cmd) => topic::run(cmd),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
         Command::Config(cmd) => config::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// The async runtime every networked command runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

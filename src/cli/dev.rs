@@ -1,0 +1,376 @@
+//! `meridian dev`: the front door. Writes a local deployment (topology, data and logs
+//! under one directory), starts every node as its own child process, waits until each
+//! answers, writes `ready.json`, prints the endpoints and a tour, and stops everything
+//! cleanly on Ctrl-C. It restarts nothing behind the user's back: a node that dies is
+//! reported and left dead, as a real crash would be.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+
+/// Region names `meridian dev` gives, in order.
+const REGION_NAMES: &[&str] = &["us-east", "eu-west", "ap-south", "sa-east", "af-south"];
+
+/// Start a complete local deployment.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Keep everything under DIR (topology.toml, data, logs, ready.json). Default: a new
+    /// temporary directory. An existing DIR/topology.toml is reused, data included.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Number of regions (1 to 5).
+    #[arg(long, default_value_t = 2)]
+    pub regions: usize,
+    /// Brokers per region.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Ready {
+    regions: BTreeMap<String, ReadyRegion>,
+    nodes: Vec<ReadyNode>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReadyRegion {
+    bootstrap: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_bootstrap: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_tls_dir: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReadyNode {
+    region: String,
+    name: String,
+    role: &'static str,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<String>,
+}
+
+struct Running {
+    region: String,
+    name: String,
+    child: Child,
+    log: PathBuf,
+    exited: bool,
+}
+
+/// Runs the local deployment until Ctrl-C or SIGTERM.
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !(1..=REGION_NAMES.len()).contains(&args.regions) {
+        return Err(super::UsageError(format!(
+            "--regions must be 1 to {}, not {}",
+            REGION_NAMES.len(),
+            args.regions
+        ))
+        .into());
+    }
+    if args.brokers != 1 {
+        return Err(super::UsageError(format!(
+            "--brokers {} is not available yet: brokers of a region do not form a replicated \
+             cluster until the Raft controller lands (issue 4); use --brokers 1",
+            args.brokers
+        ))
+        .into());
+    }
+    let (dir, _temp) = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            (dir.canonicalize()?, None)
+        }
+        None => {
+            let temp = std::env::temp_dir().join(format!("meridian-dev-{}", std::process::id()));
+            std::fs::create_dir_all(&temp)?;
+            (temp.clone(), Some(temp))
+        }
+    };
+    let topology_path = dir.join("topology.toml");
+    let ready_path = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready_path);
+    if !topology_path.exists() {
+        let text = deployment_file(args.regions, args.brokers)?;
+        std::fs::write(&topology_path, text)
+            .with_context(|| format!("cannot write {}", topology_path.display()))?;
+    }
+    let topology = topology::load(&topology_path)?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    let exe = std::env::current_exe().context("cannot find the meridian executable")?;
+    let mut running = Vec::new();
+    let mut ready = Ready {
+        regions: BTreeMap::new(),
+        nodes: Vec::new(),
+    };
+    for region in topology.regions() {
+        let mut bootstrap = Vec::new();
+        for broker in &region.brokers {
+            let spec = format!("{}/{}", region.name, broker.name);
+            let view = topology.node(&spec)?;
+            let log = logs.join(format!("{}-{}.log", region.name, broker.name));
+            let out = std::fs::File::create(&log)?;
+            let child = Command::new(&exe)
+                .args(["broker", "--topology"])
+                .arg(&topology_path)
+                .args(["--node", &spec])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("cannot start broker {spec}"))?;
+            if let Some(addr) = view.grpc_addr {
+                bootstrap.push(addr.to_string());
+            }
+            ready.nodes.push(ReadyNode {
+                region: region.name.clone(),
+                name: broker.name.clone(),
+                role: "broker",
+                pid: child.id(),
+                metrics: None,
+            });
+            running.push(Running {
+                region: region.name.clone(),
+                name: broker.name.clone(),
+                child,
+                log,
+                exited: false,
+            });
+        }
+        ready.regions.insert(
+            region.name.clone(),
+            ReadyRegion {
+                bootstrap: bootstrap.join(","),
+                kafka_bootstrap: None,
+                metrics: vec![],
+                client_tls_dir: None,
+            },
+        );
+    }
+
+    let runtime = super::runtime()?;
+    let outcome = runtime.block_on(async {
+        wait_until_up(&ready, &mut running).await?;
+        let text = serde_json::to_string_pretty(&ready)?;
+        let tmp = ready_path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &ready_path)?;
+        print_tour(&dir, &ready);
+        supervise(&mut running).await
+    });
+    stop_all(&mut running);
+    let _ = std::fs::remove_file(&ready_path);
+    outcome
+}
+
+/// Writes the deployment file for `regions` regions of `brokers` brokers on loopback.
+fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
+    let mut text = String::from(
+        "# Written by `meridian dev`: a local deployment on loopback addresses.\n\
+         [deployment]\nname = \"dev\"\n\n\
+         [tls]\ndir = \"tls\"\n\n\
+         [tls.listeners]\nclient = \"off\"\ninter_broker = \"off\"\ninter_region = \"required\"\nkafka = \"off\"\nmetrics = \"off\"\n\n\
+         [gossip]\n",
+    );
+    writeln!(text, "keyring = [\"{}\"]\n", dev_gossip_key())?;
+    text.push_str(
+        "[topic_defaults]\npartitions = 3\nreplication_factor = 1\nmin_insync_replicas = 1\n\
+         flush = \"batch\"\nretention_time = \"7d\"\n\n",
+    );
+    let mut id = 0;
+    for (r, name) in REGION_NAMES.iter().take(regions).enumerate() {
+        writeln!(text, "[[regions]]\nname = \"{name}\"\n")?;
+        for b in 1..=brokers {
+            id += 1;
+            let ip = Ipv4Addr::new(127, 0, (r + 1) as u8, b as u8);
+            writeln!(
+                text,
+                "[[regions.brokers]]\nname = \"b{b}\"\nid = {id}\ngrpc = \"{}\"\ngossip = \"{}\"\nmetrics = \"{}\"\ndata_dir = \"data/{name}/b{b}\"\n",
+                free_addr(ip, 9090)?,
+                free_udp_addr(ip, 7946)?,
+                free_addr(ip, 9100)?,
+            )?;
+        }
+    }
+    Ok(text)
+}
+
+/// A deterministic-looking but per-run gossip key: `meridian dev` is not for secrets.
+fn dev_gossip_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id());
+    let mut key = String::with_capacity(44);
+    for _ in 0..43 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        key.push(ALPHABET[(seed % 64) as usize] as char);
+    }
+    // 32 bytes encode to 43 characters and one '=' of padding; the last character
+    // carries only 4 bits, so it must be one whose low 2 bits are zero.
+    key.pop();
+    key.push('A');
+    key.push('=');
+    key
+}
+
+/// The preferred port on `ip` if it is free, else any free port there.
+fn free_addr(ip: Ipv4Addr, preferred: u16) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, preferred))
+        .or_else(|_| TcpListener::bind((ip, 0)))
+        .with_context(|| format!("cannot bind any port on {ip}; is the loopback range usable?"))?;
+    Ok(listener.local_addr()?)
+}
+
+fn free_udp_addr(ip: Ipv4Addr, preferred: u16) -> anyhow::Result<SocketAddr> {
+    let socket = std::net::UdpSocket::bind((ip, preferred))
+        .or_else(|_| std::net::UdpSocket::bind((ip, 0)))
+        .with_context(|| format!("cannot bind any UDP port on {ip}"))?;
+    Ok(socket.local_addr()?)
+}
+
+async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (region, info) in &ready.regions {
+        for addr in info.bootstrap.split(',') {
+            loop {
+                for node in running.iter_mut() {
+                    if let Some(status) = node.child.try_wait()? {
+                        bail!(
+                            "node {}/{} exited during start-up ({status}); its log is {}",
+                            node.region,
+                            node.name,
+                            node.log.display()
+                        );
+                    }
+                }
+                if broker::client::Client::connect(addr).await.is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "broker {addr} in {region} did not answer within 60 s; see the logs under {}",
+                        running[0]
+                            .log
+                            .parent()
+                            .map(Path::display)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_tour(dir: &Path, ready: &Ready) {
+    println!("Meridian dev deployment is up in {}", dir.display());
+    println!();
+    for (region, info) in &ready.regions {
+        println!("  region {region:<10} bootstrap {}", info.bootstrap);
+    }
+    for node in &ready.nodes {
+        println!(
+            "  {} {}/{} pid {}",
+            node.role, node.region, node.name, node.pid
+        );
+    }
+    let (first, info) = ready.regions.iter().next().expect("at least one region");
+    let b = &info.bootstrap;
+    let me = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "meridian".into());
+    println!();
+    println!("Try it (in another terminal):");
+    println!("  {me} topic create orders --partitions 3 --bootstrap {b}");
+    println!(
+        "  seq 1 1000 | sed 's/^/key-&:order-/' | {me} produce orders --key-separator : --bootstrap {b}"
+    );
+    println!(
+        "  {me} consume orders --from-beginning --exit-at-end --format json --bootstrap {b} | head"
+    );
+    println!("  {me} topic describe orders --bootstrap {b}");
+    println!();
+    println!("Region {first} is shown; every region has its own bootstrap above.");
+    println!("Not built yet: mirror workers, mTLS, metrics, the Kafka listener (see the README).");
+    println!(
+        "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
+        dir.display(),
+        dir.display(),
+        dir.display()
+    );
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Waits for Ctrl-C/SIGTERM, reporting (never restarting) nodes that exit meanwhile.
+async fn supervise(running: &mut [Running]) -> anyhow::Result<()> {
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = ticker.tick() => {
+                for node in running.iter_mut().filter(|n| !n.exited) {
+                    if let Some(status) = node.child.try_wait()? {
+                        node.exited = true;
+                        eprintln!(
+                            "dev: {}/{} exited ({status}); not restarting it. Its log: {}",
+                            node.region, node.name, node.log.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to every node, then SIGKILL to any still running after 10 s.
+fn stop_all(running: &mut [Running]) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for node in running.iter_mut() {
+        if matches!(node.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(node.child.id() as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in running.iter_mut() {
+        loop {
+            match node.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    eprintln!(
+                        "dev: {}/{} did not stop within 10 s; killing it",
+                        node.region, node.name
+                    );
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    eprintln!("dev: stopped");
+}

@@ -1,0 +1,185 @@
+//! Shared harness for integration tests: real `meridian` processes on 127.0.0.x.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `meridian` binary under test.
+pub fn meridian() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    cmd.env_remove("MERIDIAN_BOOTSTRAP")
+        .env_remove("MERIDIAN_TOPOLOGY");
+    cmd
+}
+
+/// Runs `meridian ARGS` with `stdin` and returns its output.
+pub fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = meridian()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn meridian");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = child.wait_with_output().expect("wait meridian");
+    writer.join().expect("stdin writer");
+    output
+}
+
+/// Runs `meridian ARGS`, asserting success, and returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let output = meridian().args(args).output().expect("run meridian");
+    assert!(
+        output.status.success(),
+        "meridian {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 stdout")
+}
+
+/// A free TCP port on `ip`.
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A single-broker region written as a deployment file, with its broker process.
+pub struct SingleBroker {
+    pub dir: tempfile::TempDir,
+    pub topology: PathBuf,
+    pub grpc: SocketAddr,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl SingleBroker {
+    /// Writes a one-broker deployment on `ip` (a 127.0.0.x address) with `extra_defaults`
+    /// lines added to [topic_defaults], and starts the broker.
+    pub fn start(ip: Ipv4Addr, extra_defaults: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let grpc = SocketAddr::from((ip, free_port(ip)));
+        let metrics = SocketAddr::from((ip, free_port(ip)));
+        let gossip = SocketAddr::from((ip, free_port(ip)));
+        let text = format!(
+            r#"[deployment]
+name = "test"
+
+[tls]
+dir = "tls"
+
+[tls.listeners]
+client = "off"
+inter_broker = "off"
+inter_region = "required"
+kafka = "off"
+metrics = "off"
+
+[gossip]
+keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+
+[topic_defaults]
+partitions = 3
+replication_factor = 1
+min_insync_replicas = 1
+{extra_defaults}
+
+[[regions]]
+name = "local"
+
+[[regions.brokers]]
+name = "b1"
+id = 1
+grpc = "{grpc}"
+gossip = "{gossip}"
+metrics = "{metrics}"
+data_dir = "data/b1"
+"#
+        );
+        let topology = dir.path().join("topology.toml");
+        std::fs::write(&topology, text).expect("write topology");
+        let log = dir.path().join("broker.log");
+        let mut broker = Self {
+            dir,
+            topology,
+            grpc,
+            child: None,
+            log,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// The `--bootstrap` value for this broker.
+    pub fn bootstrap(&self) -> String {
+        self.grpc.to_string()
+    }
+
+    /// Starts (or starts again) the broker process and waits until it answers.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = meridian()
+            .args(["broker", "--topology"])
+            .arg(&self.topology)
+            .args(["--node", "local/b1"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        self.child = Some(child);
+        wait_for_port(self.grpc, Duration::from_secs(30), &self.log);
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// The broker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The data directory of the broker.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data/b1")
+    }
+}
+
+impl Drop for SingleBroker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until something listens on `addr`, panicking with the log after `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration, log: &Path) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after {timeout:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -200,6 +200,14 @@ pub enum BrokerError {
         /// The log end offset.
         end: i64,
     },
+    /// A partition log setting is out of range. State: nothing opened or changed.
+    #[error("invalid log setting {field}: {reason}")]
+    InvalidLogConfig {
+        /// The `LogConfig` field at fault.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
     /// The data directory holds something that is not a Meridian data directory.
     /// State: nothing touched.
     #[error(
@@ -323,6 +331,7 @@ impl BrokerError {
             }
             BrokerError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             BrokerError::OffsetBelowEnd { .. } => ErrorCode::InvalidRecord,
+            BrokerError::InvalidLogConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::NotADataDir { .. } | BrokerError::DataDirLocked { .. } => {
                 ErrorCode::KafkaStorageError
             }

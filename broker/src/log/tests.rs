@@ -1,0 +1,91 @@
+//! Unit tests of the log driven through real files in temp dirs.
+
+use super::batch::tests::make_batch;
+use super::*;
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn assign_offsets_continue_from_log_end_and_stamp_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let mut b = make_batch(999, 4, 10, b"abc");
+    let out = log.append(&mut b, AppendMode::AssignOffsets, 3).unwrap();
+    assert_eq!((out.base_offset, out.last_offset), (0, 4));
+    let mut b = make_batch(0, 0, 10, b"d");
+    let out = log.append(&mut b, AppendMode::AssignOffsets, 3).unwrap();
+    assert_eq!((out.base_offset, out.last_offset), (5, 5));
+    assert_eq!(log.log_end_offset(), 6);
+    let r = log.read(5, 1 << 20).unwrap();
+    let h = batch::validate_batch(&r.bytes).unwrap();
+    assert_eq!((h.base_offset, h.partition_leader_epoch), (5, 3));
+}
+
+#[test]
+fn rolls_when_segment_would_exceed_segment_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config()).unwrap();
+    for _ in 0..20 {
+        let mut b = make_batch(0, 0, 1, &[7u8; 200]);
+        log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+    }
+    assert!(log.segments() >= 5, "segments = {}", log.segments());
+    for s in &log.sealed {
+        assert!(s.data.size <= 1024);
+    }
+}
+
+#[test]
+fn invalid_config_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 40,
+        ..LogConfig::default()
+    };
+    let err = PartitionLog::open(dir.path(), cfg).unwrap_err();
+    assert!(err.to_string().contains("segment_bytes"), "{err}");
+}
+
+#[test]
+fn empty_log_takes_base_of_first_kept_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let mut b = make_batch(1000, 1, 5, b"x");
+    log.append(&mut b, AppendMode::KeepOffsets, 0).unwrap();
+    assert_eq!(log.log_start_offset(), 1000);
+    assert_eq!(log.log_end_offset(), 1002);
+    assert!(matches!(
+        log.read(0, 100),
+        Err(BrokerError::OffsetOutOfRange {
+            start: 1000,
+            end: 1002,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn flush_due_follows_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        flush: FlushPolicy::Interval(Duration::from_secs(5)),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+    let t0 = Instant::now();
+    assert!(
+        !log.flush_due(t0 + Duration::from_secs(10)),
+        "nothing to flush"
+    );
+    let mut b = make_batch(0, 0, 1, b"x");
+    log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+    assert!(log.flush_due(Instant::now() + Duration::from_secs(6)));
+    log.sync().unwrap();
+    assert!(!log.flush_due(Instant::now() + Duration::from_secs(6)));
+}

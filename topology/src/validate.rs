@@ -165,7 +165,9 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
     let tls = check_tls(raw.tls.as_ref(), r);
     let gossip = check_gossip(&raw, r);
     let defaults_raw = raw.topic_defaults.as_ref();
-    let topic_defaults = check_topic_defaults(defaults_raw, r);
+    // A bad count is reported once; comparing its fallback value with broker counts
+    // would only add a second, misleading message.
+    let (topic_defaults, counts_valid) = check_topic_defaults(defaults_raw, r);
 
     if raw.regions.is_empty() {
         r.add(
@@ -363,7 +365,9 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
         });
     }
 
-    check_replication_fits(r, defaults_raw, &topic_defaults, &raw, &regions);
+    if counts_valid {
+        check_replication_fits(r, defaults_raw, &topic_defaults, &raw, &regions);
+    }
     let flows = check_flows(r, &raw, &regions);
 
     if tls.listeners.inter_region == TlsMode::Off && !flows.is_empty() {
@@ -676,9 +680,15 @@ fn size_field(r: &mut Report<'_>, value: &S<SizeLit>, field: &str) -> Option<u64
     parsed.map_err(|msg| r.add(value.span(), msg)).ok()
 }
 
-fn check_topic_defaults(raw: Option<&RawTopicDefaults>, r: &mut Report<'_>) -> TopicDefaults {
+/// Returns the defaults and whether the three counts (partitions, replication factor,
+/// min ISR) were valid.
+fn check_topic_defaults(
+    raw: Option<&RawTopicDefaults>,
+    r: &mut Report<'_>,
+) -> (TopicDefaults, bool) {
     let mut d = TopicDefaults::default();
-    let Some(t) = raw else { return d };
+    let Some(t) = raw else { return (d, true) };
+    let before = r.problems.len();
     d.partitions = positive(
         r,
         t.partitions.as_ref(),
@@ -700,7 +710,8 @@ fn check_topic_defaults(raw: Option<&RawTopicDefaults>, r: &mut Report<'_>) -> T
         d.min_insync_replicas,
         "a write needs at least the leader in sync, set min_insync_replicas to 1 or more",
     );
-    if d.min_insync_replicas > d.replication_factor {
+    let counts_valid = r.problems.len() == before;
+    if counts_valid && d.min_insync_replicas > d.replication_factor {
         let span = t
             .min_insync_replicas
             .as_ref()
@@ -762,7 +773,7 @@ fn check_topic_defaults(raw: Option<&RawTopicDefaults>, r: &mut Report<'_>) -> T
     if let Some(v) = t.auto_create_topics {
         d.auto_create_topics = v;
     }
-    d
+    (d, counts_valid)
 }
 
 fn check_quorum(
@@ -865,11 +876,9 @@ fn check_replication_fits(
 }
 
 fn check_flows(r: &mut Report<'_>, raw: &RawFile, regions: &[Region]) -> Vec<Flow> {
-    let region_list = regions
-        .iter()
-        .map(|g| g.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut names: Vec<&str> = regions.iter().map(|g| g.name.as_str()).collect();
+    names.dedup();
+    let region_list = names.join(", ");
     let mut seen: HashMap<(String, String), Range<usize>> = HashMap::new();
     let mut flows = Vec::new();
     for raw_flow in &raw.flows {
@@ -980,3 +989,7 @@ fn check_filter(r: &mut Report<'_>, raw: Option<&RawFilter>, which: &str) -> Fil
     }
     filter
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

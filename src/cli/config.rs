@@ -1,6 +1,6 @@
 //! `meridian config validate|show`: the operator's check of a deployment file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
 use topology::TopologyError;
@@ -68,10 +68,14 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
     } else {
         ("are", "deployment files")
     };
-    Err(UsageError(format!("{invalid} of {} {noun} {verb} invalid", files.len())).into())
+    Err(UsageError(format!(
+        "{invalid} of {} {noun} {verb} invalid",
+        files.len()
+    ))
+    .into())
 }
 
-fn show(file: &PathBuf, node: &str, format: Format) -> anyhow::Result<()> {
+fn show(file: &Path, node: &str, format: Format) -> anyhow::Result<()> {
     let topology = match topology::load(file) {
         Ok(topology) => topology,
         Err(err) => {
@@ -92,7 +96,7 @@ fn show(file: &PathBuf, node: &str, format: Format) -> anyhow::Result<()> {
 }
 
 /// Prints a load failure on stderr: every problem as `FILE:LINE:COL: message`.
-fn report(file: &std::path::Path, err: &TopologyError) {
+fn report(file: &Path, err: &TopologyError) {
     match err {
         TopologyError::Invalid { problems } => {
             for problem in problems {

@@ -301,7 +301,6 @@ fn rejects_invalid_flush_policy() {
 #[test]
 fn rejects_replication_factor_above_smallest_region() {
     let text = base().replace("replication_factor = 1", "replication_factor = 2");
-    let text = text.replace("min_insync_replicas = 1", "min_insync_replicas = 1");
     assert_one(
         &text,
         pos(&text, "2\nmin_insync", 0),

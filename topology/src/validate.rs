@@ -731,6 +731,12 @@ fn check_topic_defaults(
         } else if let Some(x) =
             duration_field(r, v, "topic_defaults.retention_time (or \"forever\")")
         {
+            if x.is_zero() {
+                r.add(
+                    v.span(),
+                    "topic_defaults.retention_time is 0, which would delete records as soon as they are written; use a positive duration like \"7d\" or \"forever\"",
+                );
+            }
             d.retention_time = Some(x);
         }
     }
@@ -754,10 +760,20 @@ fn check_topic_defaults(
     if let Some(v) = &t.segment_age
         && let Some(x) = duration_field(r, v, "topic_defaults.segment_age")
     {
+        if x.is_zero() {
+            r.add(
+                v.span(),
+                "topic_defaults.segment_age is 0, so every batch would roll a new segment; use a positive duration like \"7d\"",
+            );
+        }
         d.segment_age = x;
     }
     if let Some(v) = &t.flush {
         match FlushPolicy::parse(v.get_ref()) {
+            Ok(FlushPolicy::Interval(zero)) if zero.is_zero() => r.add(
+                v.span(),
+                "topic_defaults.flush interval is 0; write \"batch\" to fsync every batch, or a positive interval like \"100ms\"",
+            ),
             Ok(policy) => d.flush = policy,
             Err(msg) => r.add(v.span(), format!("topic_defaults.{msg}")),
         }
@@ -769,6 +785,21 @@ fn check_topic_defaults(
             r.add(v.span(), "topic_defaults.max_message_bytes is 0; no record would fit, use a size like \"1MiB\"");
         }
         d.max_message_bytes = x;
+    }
+    if d.max_message_bytes > d.segment_bytes {
+        let span = t
+            .max_message_bytes
+            .as_ref()
+            .or(t.segment_bytes.as_ref())
+            .map_or(0..0, |s| s.span());
+        r.add(
+            span,
+            format!(
+                "topic_defaults.max_message_bytes ({}) is above segment_bytes ({}), so the largest batch would not fit in a segment; lower max_message_bytes or raise segment_bytes",
+                units::format_size(d.max_message_bytes),
+                units::format_size(d.segment_bytes)
+            ),
+        );
     }
     if let Some(v) = t.auto_create_topics {
         d.auto_create_topics = v;

@@ -580,3 +580,37 @@ fn problems_are_listed_in_file_order_and_all_at_once() {
     sorted.sort();
     assert_eq!(lines, sorted);
 }
+
+#[test]
+fn rejects_zero_durations_where_they_make_no_sense() {
+    let text = base().replace(
+        "min_insync_replicas = 1",
+        "min_insync_replicas = 1\nretention_time = \"0s\"\nsegment_age = \"0ms\"\nflush = \"0s\"",
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_has(
+        &found,
+        pos(&text, "\"0s\"", 0),
+        &["retention_time is 0", "forever"],
+    );
+    assert_has(&found, pos(&text, "\"0ms\"", 0), &["segment_age is 0"]);
+    assert_has(
+        &found,
+        pos(&text, "\"0s\"", 1),
+        &["flush interval is 0", "\"batch\""],
+    );
+}
+
+#[test]
+fn rejects_max_message_bytes_above_segment_bytes() {
+    let text = base().replace(
+        "min_insync_replicas = 1",
+        "min_insync_replicas = 1\nsegment_bytes = \"1MiB\"\nmax_message_bytes = \"2MiB\"",
+    );
+    assert_one(
+        &text,
+        pos(&text, "\"2MiB\"", 0),
+        &["max_message_bytes (2MiB) is above segment_bytes (1MiB)"],
+    );
+}

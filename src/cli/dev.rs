@@ -35,6 +35,8 @@ pub struct DevArgs {
 
 #[derive(Debug, Serialize)]
 struct Ready {
+    #[serde(skip)]
+    order: Vec<String>,
     regions: BTreeMap<String, ReadyRegion>,
     nodes: Vec<ReadyNode>,
 }
@@ -113,6 +115,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the meridian executable")?;
     let mut running = Vec::new();
     let mut ready = Ready {
+        order: Vec::new(),
         regions: BTreeMap::new(),
         nodes: Vec::new(),
     };
@@ -150,6 +153,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 exited: false,
             });
         }
+        ready.order.push(region.name.clone());
         ready.regions.insert(
             region.name.clone(),
             ReadyRegion {
@@ -285,8 +289,11 @@ async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result
 fn print_tour(dir: &Path, ready: &Ready) {
     println!("Meridian dev deployment is up in {}", dir.display());
     println!();
-    for (region, info) in &ready.regions {
-        println!("  region {region:<10} bootstrap {}", info.bootstrap);
+    for region in &ready.order {
+        println!(
+            "  region {region:<10} bootstrap {}",
+            ready.regions[region].bootstrap
+        );
     }
     for node in &ready.nodes {
         println!(
@@ -294,8 +301,8 @@ fn print_tour(dir: &Path, ready: &Ready) {
             node.role, node.region, node.name, node.pid
         );
     }
-    let (first, info) = ready.regions.iter().next().expect("at least one region");
-    let b = &info.bootstrap;
+    let first = &ready.order[0];
+    let b = &ready.regions[first].bootstrap;
     let me = std::env::current_exe()
         .ok()
         .map(|p| p.display().to_string())
@@ -304,7 +311,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
     println!("Try it (in another terminal):");
     println!("  {me} topic create orders --partitions 3 --bootstrap {b}");
     println!(
-        "  seq 1 1000 | sed 's/^/key-&:order-/' | {me} produce orders --key-separator : --bootstrap {b}"
+        "  seq 1 1000 | sed 's/.*/key-&:order-&/' | {me} produce orders --key-separator : --bootstrap {b}"
     );
     println!(
         "  {me} consume orders --from-beginning --exit-at-end --format json --bootstrap {b} | head"

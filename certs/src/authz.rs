@@ -409,3 +409,256 @@ impl Authorizer {
             .map(String::as_str)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Identity {
+        s.parse().unwrap()
+    }
+
+    /// eu-west receives flows from us-east; us-east mirrors write `us-east.*` here.
+    fn eu_west(acls: Vec<AclRule>) -> Authorizer {
+        let mut rules = AuthzRules::new("eu-west");
+        rules.flow_regions.insert("us-east".to_owned());
+        rules.acls = acls;
+        Authorizer::new(rules).unwrap()
+    }
+
+    fn acl(principal: &str, resource: Pattern, action: Action, allow: bool) -> AclRule {
+        AclRule {
+            principal: principal.to_owned(),
+            resource,
+            action,
+            allow,
+        }
+    }
+
+    #[test]
+    fn mirror_of_us_east_may_append_only_to_us_east_remote_topics() {
+        let authz = eu_west(vec![]);
+        let mirror = id("meridian://us-east/mirror/m1");
+        assert_eq!(
+            authz.authorize(&mirror, Action::Produce, "us-east.orders"),
+            Ok(())
+        );
+        assert_eq!(
+            authz.authorize(&mirror, Action::CreateTopic, "us-east.orders"),
+            Ok(())
+        );
+        let denied = authz
+            .authorize(&mirror, Action::Produce, "eu-west.orders")
+            .unwrap_err();
+        assert!(denied.rule.contains("mirror-remote-topics"), "{denied}");
+        let text = denied.to_string();
+        assert!(text.contains("meridian://us-east/mirror/m1"), "{text}");
+        assert!(text.contains("eu-west.orders"), "{text}");
+        // Local source topics and the bare prefix are not its remote topics either.
+        assert!(authz.authorize(&mirror, Action::Produce, "orders").is_err());
+        assert!(
+            authz
+                .authorize(&mirror, Action::Produce, "us-east.")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn mirror_from_a_region_without_a_flow_is_denied() {
+        let authz = eu_west(vec![]);
+        let mirror = id("meridian://ap-south/mirror/m1");
+        let denied = authz
+            .authorize(&mirror, Action::Produce, "ap-south.orders")
+            .unwrap_err();
+        assert!(denied.rule.contains("mirror-flow"), "{denied}");
+    }
+
+    #[test]
+    fn mirror_reads_source_topics_only_in_its_own_region() {
+        let mut rules = AuthzRules::new("us-east");
+        rules.flow_regions.insert("eu-west".to_owned());
+        let at_source = Authorizer::new(rules).unwrap();
+        let mirror = id("meridian://us-east/mirror/m1");
+        assert_eq!(
+            at_source.authorize(&mirror, Action::Consume, "orders"),
+            Ok(())
+        );
+        assert_eq!(
+            at_source.authorize(&mirror, Action::GroupRead, "billing"),
+            Ok(())
+        );
+        // It never writes remote topics named after the region it runs in.
+        assert!(
+            at_source
+                .authorize(&mirror, Action::Produce, "us-east.orders")
+                .is_err()
+        );
+
+        let at_target = eu_west(vec![]);
+        let denied = at_target
+            .authorize(&mirror, Action::Consume, "orders")
+            .unwrap_err();
+        assert!(denied.rule.contains("mirror-source-topics"), "{denied}");
+        assert_eq!(
+            at_target.authorize(&mirror, Action::DescribeTopic, "us-east.orders"),
+            Ok(())
+        );
+        assert_eq!(
+            at_target.authorize(&mirror, Action::Produce, "__mirror.checkpoints"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn right_ca_wrong_role_is_denied_naming_the_rule() {
+        let authz = eu_west(vec![acl(
+            "*",
+            Pattern::Literal("*".into()),
+            Action::Produce,
+            true,
+        )]);
+        let client = id("meridian://eu-west/client/app");
+        let denied = authz
+            .authorize(&client, Action::Replicate, "cluster")
+            .unwrap_err();
+        assert!(denied.rule.contains("reserved-action"), "{denied}");
+        assert!(denied.to_string().contains("meridian://eu-west/client/app"));
+
+        let broker = id("meridian://eu-west/broker/b1");
+        assert_eq!(
+            authz.authorize(&broker, Action::Replicate, "cluster"),
+            Ok(())
+        );
+        let denied = authz
+            .authorize(&broker, Action::Produce, "orders")
+            .unwrap_err();
+        assert!(denied.rule.contains("broker-role"), "{denied}");
+
+        let mirror = id("meridian://us-east/mirror/m1");
+        let denied = authz
+            .authorize(&mirror, Action::Controller, "cluster")
+            .unwrap_err();
+        assert!(denied.rule.contains("mirror-role"), "{denied}");
+    }
+
+    #[test]
+    fn broker_of_another_region_may_not_replicate() {
+        let authz = eu_west(vec![]);
+        let denied = authz
+            .authorize(
+                &id("meridian://us-east/broker/b1"),
+                Action::Replicate,
+                "cluster",
+            )
+            .unwrap_err();
+        assert!(denied.rule.contains("broker-region"), "{denied}");
+    }
+
+    #[test]
+    fn acl_prefix_allow_with_literal_deny_deny_wins() {
+        let app = "meridian://eu-west/client/app";
+        let authz = eu_west(vec![
+            acl(app, Pattern::Prefix("orders".into()), Action::Produce, true),
+            acl(
+                "*",
+                Pattern::Literal("orders-secret".into()),
+                Action::Produce,
+                false,
+            ),
+        ]);
+        let client = id(app);
+        assert_eq!(authz.authorize(&client, Action::Produce, "orders"), Ok(()));
+        assert_eq!(
+            authz.authorize(&client, Action::Produce, "orders-eu"),
+            Ok(())
+        );
+        let denied = authz
+            .authorize(&client, Action::Produce, "orders-secret")
+            .unwrap_err();
+        assert!(
+            denied
+                .rule
+                .contains("deny * produce on literal `orders-secret`"),
+            "{denied}"
+        );
+        // The allow covers produce only, and this principal only.
+        let denied = authz
+            .authorize(&client, Action::Consume, "orders")
+            .unwrap_err();
+        assert!(denied.rule.contains("default-deny"), "{denied}");
+        let other = id("meridian://eu-west/client/other");
+        assert!(authz.authorize(&other, Action::Produce, "orders").is_err());
+    }
+
+    #[test]
+    fn no_one_but_the_mirror_writes_a_remote_topic() {
+        let authz = eu_west(vec![acl(
+            "*",
+            Pattern::Literal("*".into()),
+            Action::Produce,
+            true,
+        )]);
+        for who in [
+            "meridian://eu-west/client/app",
+            "meridian://eu-west/admin/ops",
+        ] {
+            let denied = authz
+                .authorize(&id(who), Action::Produce, "us-east.orders")
+                .unwrap_err();
+            assert!(denied.rule.contains("remote-topic"), "{denied}");
+        }
+        let denied = authz
+            .authorize(
+                &id("meridian://eu-west/admin/ops"),
+                Action::CreateTopic,
+                "us-east.x",
+            )
+            .unwrap_err();
+        assert!(denied.rule.contains("remote-topic"), "{denied}");
+    }
+
+    #[test]
+    fn admin_manages_topics_and_groups_but_needs_acls_for_data() {
+        let authz = eu_west(vec![]);
+        let admin = id("meridian://eu-west/admin/ops");
+        for action in [
+            Action::CreateTopic,
+            Action::DeleteTopic,
+            Action::DescribeTopic,
+            Action::GroupRead,
+            Action::GroupWrite,
+            Action::Admin,
+        ] {
+            assert_eq!(
+                authz.authorize(&admin, action, "orders"),
+                Ok(()),
+                "{action}"
+            );
+        }
+        assert!(authz.authorize(&admin, Action::Consume, "orders").is_err());
+    }
+
+    #[test]
+    fn authorizer_rejects_an_acl_with_a_malformed_principal() {
+        let mut rules = AuthzRules::new("eu-west");
+        rules.acls = vec![acl(
+            "app",
+            Pattern::Literal("orders".into()),
+            Action::Produce,
+            true,
+        )];
+        let err = Authorizer::new(rules).unwrap_err();
+        assert!(
+            err.to_string().contains("meridian://REGION/ROLE/NAME"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn action_names_round_trip() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse::<Action>().unwrap(), action);
+        }
+        assert!("write".parse::<Action>().is_err());
+    }
+}

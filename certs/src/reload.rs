@@ -5,7 +5,12 @@
 //! files), or when the shell calls `reload()` on SIGHUP. A broken or mismatched pair is
 //! refused with a warning and the previous certificate keeps being served, so a half-done
 //! rotation never takes a listener down.
+//!
+//! A client that resumes an earlier TLS session skips certificates altogether (the
+//! resumed session keeps the identities of its full handshake); every full handshake
+//! after a reload uses the new certificate.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,7 +38,10 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
-type Stamp = (Option<SystemTime>, Option<SystemTime>);
+/// What identifies one version of a file without reading it: modification time, inode
+/// (a rename-into-place always brings a new one, even within one mtime tick) and size.
+type FileStamp = Option<(SystemTime, u64, u64)>;
+type Stamp = (FileStamp, FileStamp);
 
 #[derive(Debug)]
 struct State {
@@ -53,8 +61,9 @@ struct Reloader {
     state: Mutex<State>,
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp_of(path: &Path) -> FileStamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.ino(), meta.len()))
 }
 
 fn leaf_fingerprint(key: &CertifiedKey) -> String {
@@ -69,7 +78,7 @@ impl Reloader {
         let cert_path = material.dir().join(CERT_FILE);
         let key_path = material.dir().join(KEY_FILE);
         let current = material.certified_key();
-        let stamp = (mtime(&cert_path), mtime(&key_path));
+        let stamp = (stamp_of(&cert_path), stamp_of(&key_path));
         Reloader {
             provider: provider(),
             interval,
@@ -92,7 +101,7 @@ impl Reloader {
 
     /// Loads the files and swaps them in if they differ; the caller holds the lock.
     fn load_into(&self, state: &mut State) -> Result<ReloadOutcome> {
-        let stamp = (mtime(&self.cert_path), mtime(&self.key_path));
+        let stamp = (stamp_of(&self.cert_path), stamp_of(&self.key_path));
         let key = load_certified(&self.cert_path, &self.key_path, &self.provider)?;
         state.stamp = stamp;
         let fingerprint = leaf_fingerprint(&key);
@@ -110,7 +119,7 @@ impl Reloader {
         Ok(ReloadOutcome::Changed { fingerprint })
     }
 
-    /// The handshake path: at most once per interval, reload if the files' mtimes moved.
+    /// The handshake path: at most once per interval, reload if the files changed.
     fn current(&self) -> Arc<CertifiedKey> {
         let mut state = self.lock();
         let due = state
@@ -118,7 +127,7 @@ impl Reloader {
             .is_none_or(|t| t.elapsed() >= self.interval);
         if due {
             state.last_check = Some(Instant::now());
-            let stamp = (mtime(&self.cert_path), mtime(&self.key_path));
+            let stamp = (stamp_of(&self.cert_path), stamp_of(&self.key_path));
             if stamp != state.stamp
                 && let Err(err) = self.load_into(&mut state)
             {

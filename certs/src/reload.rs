@@ -8,7 +8,8 @@
 //!
 //! A client that resumes an earlier TLS session skips certificates altogether (the
 //! resumed session keeps the identities of its full handshake); every full handshake
-//! after a reload uses the new certificate.
+//! after a reload uses the new certificate. The CA (`ca.pem`) is read once, when the
+//! configuration is built: trusting a new CA is a restart, on purpose.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

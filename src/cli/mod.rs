@@ -1,6 +1,7 @@
 //! The command tree. Each subcommand group is one module that parses nothing itself
 //! (clap does) and calls into the library crates.
 
+mod certs;
 mod config;
 
 use clap::{Parser, Subcommand};
@@ -22,12 +23,16 @@ enum Command {
     /// Check and show deployment files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// The deployment's PKI: CA, certificates, inspection.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(cmd) => config::run(cmd),
+        Command::Certs(cmd) => certs::run(cmd),
     }
 }
 

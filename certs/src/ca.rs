@@ -132,6 +132,24 @@ impl Ca {
             path: key_path.clone(),
             reason: format!("not a PEM private key: {e}"),
         })?;
+        // A key from another CA would sign leaves that no peer accepts; refuse it here,
+        // where the operator can still tell which file is wrong.
+        let cert_der = crate::inspect::first_cert_in_file(&cert_path)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| {
+            CertsError::InvalidFile {
+                path: cert_path.clone(),
+                reason: format!("not an X.509 certificate: {e}"),
+            }
+        })?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CertsError::InvalidFile {
+                path: key_path.clone(),
+                reason: format!(
+                    "this key does not belong to {}; restore the matching ca-key.pem",
+                    cert_path.display()
+                ),
+            });
+        }
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CertsError::InvalidFile {
                 path: cert_path.clone(),

@@ -53,6 +53,24 @@ fn ca_is_saved_with_a_private_key_file_and_loads_back() {
 }
 
 #[test]
+fn ca_load_refuses_a_key_from_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    Ca::generate("one").unwrap().save(dir.path()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    Ca::generate("two").unwrap().save(other.path()).unwrap();
+    std::fs::copy(
+        other.path().join("ca-key.pem"),
+        dir.path().join("ca-key.pem"),
+    )
+    .unwrap();
+    let err = Ca::load(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, CertsError::InvalidFile { ref path, .. } if path.ends_with("ca-key.pem")),
+        "{err}"
+    );
+}
+
+#[test]
 fn ca_save_refuses_to_overwrite_an_existing_ca() {
     let dir = tempfile::tempdir().unwrap();
     let first = Ca::generate("first").unwrap();
@@ -241,4 +259,52 @@ fn a_certificate_without_a_meridian_uri_has_no_identity() {
         matches!(err, CertsError::NoIdentity { found: 0, .. }),
         "{err}"
     );
+}
+
+/// Collects what a tracing subscriber writes, to check log lines as an operator reads them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs_while_loading(days: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate("ca").unwrap();
+    let mut req = IssueRequest::new(broker_id());
+    req.days = days;
+    ca.issue(&req).unwrap().save(dir.path()).unwrap();
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        TlsMaterial::load(dir.path()).unwrap();
+    });
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn loading_a_certificate_that_expires_within_two_weeks_logs_a_warning() {
+    let logs = logs_while_loading(5);
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("expires soon"), "{logs}");
+    assert!(logs.contains("meridian://us-east/broker/b1"), "{logs}");
+    assert!(
+        logs.contains("days_left=4") || logs.contains("days_left=5"),
+        "{logs}"
+    );
+
+    assert_eq!(logs_while_loading(30), "");
 }

@@ -479,3 +479,35 @@ async fn rotated_client_cert_is_presented_on_the_next_connection() {
     assert_eq!(seen_second.identity.as_ref(), Some(client.identity()));
     echo(&mut first, b"c\n").await.unwrap();
 }
+
+#[tokio::test]
+async fn identity_verified_by_the_handshake_drives_the_authorizer() {
+    use certs::{Action, Authorizer, AuthzRules};
+
+    let pki = Pki::new();
+    let server = pki.node("meridian://eu-west/broker/b1");
+    let mirror = pki.node("meridian://us-east/mirror/m1");
+    let (addr, mut seen) = serve(server_config(&server, ClientAuth::Required).unwrap()).await;
+    let mut stream = connect(client_config(&mirror).unwrap(), addr)
+        .await
+        .unwrap();
+    echo(&mut stream, b"hello\n").await.unwrap();
+    let who = next_seen(&mut seen).await.unwrap().identity.unwrap();
+
+    let mut rules = AuthzRules::new("eu-west");
+    rules.flow_regions.insert("us-east".to_owned());
+    let authz = Authorizer::new(rules).unwrap();
+    assert_eq!(
+        authz.authorize(&who, Action::Produce, "us-east.orders"),
+        Ok(())
+    );
+    let denied = authz
+        .authorize(&who, Action::Produce, "eu-west.orders")
+        .unwrap_err();
+    assert!(
+        denied.to_string().starts_with(
+            "permission denied: meridian://us-east/mirror/m1 may not produce `eu-west.orders`"
+        ),
+        "{denied}"
+    );
+}

@@ -169,6 +169,9 @@ impl Ca {
 
     /// Issues a leaf certificate for `req.identity`, signed by this CA.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued> {
+        // The fields are public; check again so that no certificate carries an identity
+        // that would not parse back.
+        req.identity.validate()?;
         let now = SystemTime::now();
         let not_before = req.not_before.unwrap_or(now - CLOCK_SKEW);
         let not_after = match req.not_after {

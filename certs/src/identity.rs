@@ -86,7 +86,7 @@ impl Identity {
         Ok(id)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |reason: String| CertsError::InvalidIdentity {
             input: self.to_string(),
             reason,

@@ -164,6 +164,15 @@ fn issue_rejects_zero_days_and_an_inverted_window() {
 }
 
 #[test]
+fn issue_refuses_an_identity_built_around_validation() {
+    let ca = Ca::generate("ca").unwrap();
+    let mut id = broker_id();
+    id.region = "us.east".to_owned();
+    let err = ca.issue(&IssueRequest::new(id)).unwrap_err();
+    assert!(matches!(err, CertsError::InvalidIdentity { .. }), "{err}");
+}
+
+#[test]
 fn issued_save_makes_a_self_contained_tls_dir() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::generate("ca").unwrap();

@@ -436,6 +436,10 @@ async fn forced_reload_refuses_broken_files_and_keeps_serving_the_old_cert() {
     assert_eq!(server_fingerprint(&stream), old_fp);
 
     let new_fp = rotate(&pki, server.dir(), server.identity());
+    // Within the check interval a handshake does not look at the files.
+    let mut stream = connect(client_cfg.clone(), addr).await.unwrap();
+    echo(&mut stream, b"z\n").await.unwrap();
+    assert_eq!(server_fingerprint(&stream), old_fp);
     assert_eq!(
         server_tls.resolver.reload().unwrap(),
         ReloadOutcome::Changed {

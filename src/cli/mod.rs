@@ -3,6 +3,7 @@
 
 mod bench;
 mod broker;
+mod certs;
 mod config;
 mod connect;
 mod consume;
@@ -40,6 +41,9 @@ enum Command {
     /// Check and show deployment files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// The deployment's PKI: CA, certificates, inspection.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Measure produce and consume throughput against a running deployment.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Config(cmd) => config::run(cmd),
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

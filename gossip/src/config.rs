@@ -142,7 +142,12 @@ mod tests {
     fn validate_rejects_packets_too_big_for_encryption() {
         let mut c = GossipConfig::lan(5);
         c.foca.max_packet_size = NonZeroUsize::new(1400).unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("max_packet_size"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_packet_size")
+        );
     }
 
     #[test]

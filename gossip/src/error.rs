@@ -45,7 +45,9 @@ pub enum GossipError {
     #[error("invalid gossip config: {0}")]
     InvalidConfig(String),
     /// Binding the gossip UDP socket failed. Nothing changed: no task was started.
-    #[error("cannot bind gossip UDP socket on {addr}: {source}; is the port in use or the address not local?")]
+    #[error(
+        "cannot bind gossip UDP socket on {addr}: {source}; is the port in use or the address not local?"
+    )]
     Bind {
         /// The address we tried to bind.
         addr: SocketAddr,

@@ -220,7 +220,11 @@ mod tests {
         // an old-key node cannot read the new primary...
         assert!(old_only.open(&rotated.seal(b"x", &mut rng())).is_err());
         // ...but can read a reply sealed in the key it spoke
-        assert!(old_only.open(&rotated.seal_with(idx, b"x", &mut rng())).is_ok());
+        assert!(
+            old_only
+                .open(&rotated.seal_with(idx, b"x", &mut rng()))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Node {
     view: BTreeMap<SocketAddr, (NodeIdentity, MemberState)>,
     config: GossipConfig,
     left: bool,
+    /// Seeds last given to `announce`, retried while we know no live member.
+    seeds: Vec<SocketAddr>,
 }
 
 impl Node {
@@ -141,6 +143,7 @@ impl Node {
             view: BTreeMap::new(),
             config,
             left: false,
+            seeds: Vec::new(),
         })
     }
 
@@ -242,16 +245,24 @@ impl Node {
     }
 
     /// Asks each seed (known only by address) to let us in.
+    /// While this node knows no live member, [`Node::resync`] announces again, so a
+    /// lost announce or a seed started later does not leave it alone for good.
     pub fn announce(&mut self, seeds: &[SocketAddr]) -> Output {
-        for seed in seeds {
-            if *seed == self.identity().gossip_addr {
+        self.seeds = seeds.to_vec();
+        self.announce_to_seeds();
+        self.drain()
+    }
+
+    fn announce_to_seeds(&mut self) {
+        let me = self.foca.identity().gossip_addr;
+        for seed in self.seeds.clone() {
+            if seed == me {
                 continue;
             }
-            if let Err(e) = self.foca.announce(NodeIdentity::seed(*seed), &mut self.rt) {
+            if let Err(e) = self.foca.announce(NodeIdentity::seed(seed), &mut self.rt) {
                 tracing::warn!(seed = %seed, error = %e, "gossip announce failed");
             }
         }
-        self.drain()
     }
 
     /// Sets a shared-state key at this node's time `now_millis`; it spreads by gossip.
@@ -290,8 +301,11 @@ impl Node {
 
     /// Anti-entropy: re-sends a few random shared-state entries so values lost to
     /// packet loss or a partition still reach everyone. Call every
-    /// `config.state_resync_every`.
+    /// `config.state_resync_every`. Also re-announces to the seeds while alone.
     pub fn resync(&mut self) -> Output {
+        if !self.left && self.foca.num_members() == 0 {
+            self.announce_to_seeds();
+        }
         let entries: Vec<(String, Vec<u8>, crate::state::Marker)> = {
             let shared = self.shared.lock().expect("state lock poisoned");
             let keys = shared.state.keys();

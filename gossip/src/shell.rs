@@ -12,8 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use crate::{
-    GossipConfig, GossipError, Keyring, Member, MembershipEvent, Node, NodeIdentity, Output,
-    Stats,
+    GossipConfig, GossipError, Keyring, Member, MembershipEvent, Node, NodeIdentity, Output, Stats,
 };
 
 /// Events buffered per subscriber before the slowest one starts losing them.

@@ -232,7 +232,11 @@ mod tests {
             rev.merge_entry(k, v, mk);
         }
         assert_eq!(fwd, rev);
-        assert_eq!(fwd.get("k"), Some(&b"b"[..]), "tie on millis broken by node name");
+        assert_eq!(
+            fwd.get("k"),
+            Some(&b"b"[..]),
+            "tie on millis broken by node name"
+        );
     }
 
     #[test]

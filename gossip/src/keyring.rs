@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn base64_keys_are_validated_with_position() {
         let good = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
-        let ring = Keyring::from_base64(&[good.clone()]).unwrap();
+        let ring = Keyring::from_base64(std::slice::from_ref(&good)).unwrap();
         assert_eq!(ring.primary, [9; 32]);
         let short = base64::engine::general_purpose::STANDARD.encode([9u8; 16]);
         let err = Keyring::from_base64(&[good, short]).unwrap_err();

@@ -109,6 +109,9 @@ pub struct Node {
     left: bool,
     /// Seeds last given to `announce`, retried while we know no live member.
     seeds: Vec<SocketAddr>,
+    /// Suspects and for how many probe periods they have been suspect (see
+    /// `expire_stale_suspicions`).
+    suspects: HashMap<SocketAddr, (NodeIdentity, u16, u32)>,
 }
 
 impl Node {
@@ -144,6 +147,7 @@ impl Node {
             config,
             left: false,
             seeds: Vec::new(),
+            suspects: HashMap::new(),
         })
     }
 
@@ -237,6 +241,7 @@ impl Node {
     pub fn handle_timer(&mut self, timer: Timer<NodeIdentity>) -> Output {
         if matches!(timer, Timer::ProbeRandomMember(_)) {
             self.stats.probes += 1;
+            self.expire_stale_suspicions();
         }
         if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
             tracing::warn!(error = %e, "gossip timer handling failed");
@@ -344,6 +349,48 @@ impl Node {
         }
         self.left = true;
         self.drain()
+    }
+
+    /// foca drops its pending suspect-to-down timers whenever this node changes
+    /// identity (e.g. it rejoined after a partition), which can leave a member
+    /// Suspect forever. Counted in probe periods (the probe timer runs whenever we
+    /// are connected), a suspicion older than the timeout plus two periods is
+    /// concluded here exactly as the lost timer would have: the member is Down.
+    fn expire_stale_suspicions(&mut self) {
+        let period = self.config.foca.probe_period.as_secs_f64().max(1e-3);
+        let limit =
+            (self.config.foca.suspect_to_down_after.as_secs_f64() / period).ceil() as u32 + 2;
+        let mut still = HashMap::new();
+        let mut expired = Vec::new();
+        for m in self.foca.iter_membership_state() {
+            if m.state() != foca::State::Suspect {
+                continue;
+            }
+            let addr = m.id().gossip_addr;
+            let ticks = match self.suspects.get(&addr) {
+                Some((id, inc, t)) if id == m.id() && *inc == m.incarnation() => t + 1,
+                _ => 0,
+            };
+            if ticks > limit {
+                expired.push(foca::Member::new(
+                    m.id().clone(),
+                    m.incarnation(),
+                    foca::State::Down,
+                ));
+            } else {
+                still.insert(addr, (m.id().clone(), m.incarnation(), ticks));
+            }
+        }
+        self.suspects = still;
+        if !expired.is_empty() {
+            tracing::info!(members = ?expired.iter().map(|m| m.id()).collect::<Vec<_>>(), "suspicion timed out without its timer; declaring down");
+            if let Err(e) = self
+                .foca
+                .apply_many(expired.into_iter(), true, &mut self.rt)
+            {
+                tracing::warn!(error = %e, "could not declare stale suspects down");
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Replicated> {

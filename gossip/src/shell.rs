@@ -39,11 +39,12 @@ pub struct Gossip;
 
 impl Gossip {
     /// Binds `identity.gossip_addr` and starts the membership task. The node is
-    /// alone until [`GossipHandle::join`] is called with seeds.
+    /// alone until [`GossipHandle::join`] is called with seeds. Port 0 binds an
+    /// ephemeral port, which then becomes the advertised gossip address.
     ///
     /// Must be called inside a tokio runtime.
     pub async fn start(
-        identity: NodeIdentity,
+        mut identity: NodeIdentity,
         keyring: Keyring,
         config: GossipConfig,
     ) -> Result<GossipHandle, GossipError> {
@@ -51,6 +52,12 @@ impl Gossip {
         let socket = UdpSocket::bind(addr)
             .await
             .map_err(|source| GossipError::Bind { addr, source })?;
+        if addr.port() == 0 {
+            identity.gossip_addr = socket
+                .local_addr()
+                .map_err(|source| GossipError::Bind { addr, source })?;
+        }
+        let addr = identity.gossip_addr;
         let seed = rand::random::<u64>();
         let node = Node::new(identity, config, Some(keyring), seed)?;
         let (tx, rx) = mpsc::channel(256);

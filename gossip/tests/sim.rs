@@ -217,3 +217,30 @@ fn graceful_leave_is_reported_as_left_not_down() {
         );
     }
 }
+
+#[test]
+fn small_partition_heals_even_when_rejoins_drop_suspicion_timers() {
+    // Regression: foca drops pending suspect->down timers when a member renews its
+    // identity, which left members Suspect forever after a 2|3 split healed.
+    for seed in seeds(&[71, 72, 73, 74, 75, 76, 77, 78]) {
+        let mut sim = Sim::new(SimConfig::new(5, seed, GossipConfig::lan(5)));
+        sim.join_all();
+        assert!(
+            sim.run_until(Duration::from_secs(30), Sim::converged)
+                .is_some(),
+            "seed {seed}"
+        );
+        sim.partition(&[vec![0, 1], vec![2, 3, 4]]);
+        let split = sim.run_until(Duration::from_secs(60), |s| {
+            (0..5).all(|o| s.node(o).alive_count() == if o < 2 { 2 } else { 3 })
+        });
+        assert!(split.is_some(), "seed {seed}: sides never split");
+        sim.heal();
+        let healed = sim.run_until(Duration::from_secs(120), Sim::converged);
+        let views: Vec<_> = (0..5).map(|o| sim.node(o).members()).collect();
+        assert!(
+            healed.is_some(),
+            "seed {seed}: not healed; views {views:#?}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Timing presets for LAN (one region) and WAN (across regions) gossip.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use crate::GossipError;
@@ -58,6 +58,10 @@ impl GossipConfig {
     /// every 30 s.
     pub fn wan(cluster_size: u32) -> Self {
         let mut foca = foca::Config::new_wan(NonZeroU32::new(cluster_size.max(1)).expect("max(1)"));
+        // Three times foca's retransmissions: under 10% loss a suspicion must reach
+        // the suspect (so it can refute) with near certainty; see the struct docs.
+        foca.max_transmissions = NonZeroU8::new(foca.max_transmissions.get().saturating_mul(3))
+            .expect("non-zero times 3 is non-zero");
         foca.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - OVERHEAD).expect("positive");
         foca.periodic_announce_to_down_members = Some(foca::PeriodicParams {
             frequency: Duration::from_secs(30),

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::{Item, MAX_ENTRY_BYTES, Replicated, StateHandler};
 use crate::{GossipConfig, GossipError, Keyring, NodeIdentity};
 
+/// Resync rounds after `announce` in which the seeds are asked again for members.
+const JOIN_BOOST_ROUNDS: u32 = 2;
+
 /// Liveness of a member as this node believes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MemberState {
@@ -79,6 +82,8 @@ pub struct Stats {
     pub suspicions: u64,
     /// Times a member was declared down (not counting graceful leaves).
     pub downs: u64,
+    /// Suspicions this node concluded itself because foca had dropped their timer.
+    pub stale_suspicions_expired: u64,
     /// Remote shared-state deltas that changed the local map.
     pub state_updates_applied: u64,
 }
@@ -112,6 +117,8 @@ pub struct Node {
     /// Suspects and for how many probe periods they have been suspect (see
     /// `expire_stale_suspicions`).
     suspects: HashMap<SocketAddr, (NodeIdentity, u16, u32)>,
+    /// Resync rounds left in which we announce to the seeds again after joining.
+    join_boost: u32,
 }
 
 impl Node {
@@ -148,6 +155,7 @@ impl Node {
             left: false,
             seeds: Vec::new(),
             suspects: HashMap::new(),
+            join_boost: 0,
         })
     }
 
@@ -254,6 +262,7 @@ impl Node {
     /// lost announce or a seed started later does not leave it alone for good.
     pub fn announce(&mut self, seeds: &[SocketAddr]) -> Output {
         self.seeds = seeds.to_vec();
+        self.join_boost = JOIN_BOOST_ROUNDS;
         self.announce_to_seeds();
         self.drain()
     }
@@ -309,6 +318,13 @@ impl Node {
     /// `config.state_resync_every`. Also re-announces to the seeds while alone.
     pub fn resync(&mut self) -> Output {
         if !self.left && self.foca.num_members() == 0 {
+            self.announce_to_seeds();
+        } else if !self.left && self.join_boost > 0 {
+            // A seed's reply (Feed) lists every member it knows; asking again shortly
+            // after a join picks up members whose join news we missed (many joining
+            // at once overflow foca's update backlog), instead of waiting for the
+            // periodic announce.
+            self.join_boost -= 1;
             self.announce_to_seeds();
         }
         let entries: Vec<(String, Vec<u8>, crate::state::Marker)> = {
@@ -383,6 +399,7 @@ impl Node {
         }
         self.suspects = still;
         if !expired.is_empty() {
+            self.stats.stale_suspicions_expired += expired.len() as u64;
             tracing::info!(members = ?expired.iter().map(|m| m.id()).collect::<Vec<_>>(), "suspicion timed out without its timer; declaring down");
             if let Err(e) = self
                 .foca
@@ -489,5 +506,81 @@ impl Node {
             }
         }
         self.view = current;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    fn node(i: u8, keys: Option<Keyring>) -> Node {
+        let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().unwrap();
+        let id = NodeIdentity::new(format!("n{i}"), "eu", Role::Mirror, addr);
+        Node::new(id, GossipConfig::lan(3), keys, u64::from(i)).unwrap()
+    }
+
+    #[test]
+    fn set_rejects_entry_too_large_for_a_datagram_and_keeps_state() {
+        let mut n = node(1, None);
+        let err = n.set("big", vec![0; 2_000], 1).unwrap_err();
+        assert!(matches!(
+            err,
+            GossipError::EntryTooLarge {
+                max: MAX_ENTRY_BYTES,
+                ..
+            }
+        ));
+        assert!(n.snapshot().is_empty());
+    }
+
+    #[test]
+    fn announce_sends_one_encrypted_datagram_per_seed_within_size_limit() {
+        let ring = Keyring::from_keys(&[[3; 32]]).unwrap();
+        let mut n = node(1, Some(ring.clone()));
+        let seeds: Vec<SocketAddr> = vec![
+            "10.0.0.2:7946".parse().unwrap(),
+            "10.0.0.3:7946".parse().unwrap(),
+        ];
+        let out = n.announce(&seeds);
+        let to: Vec<SocketAddr> = out.sends.iter().map(|(a, _)| *a).collect();
+        assert_eq!(to, seeds);
+        for (_, d) in &out.sends {
+            assert!(d.len() <= crate::MAX_DATAGRAM);
+            assert!(ring.open(d).is_ok());
+        }
+    }
+
+    #[test]
+    fn two_nodes_exchange_until_each_sees_the_other_joined() {
+        let ring = Keyring::from_keys(&[[3; 32]]).unwrap();
+        let mut a = node(1, Some(ring.clone()));
+        let mut b = node(2, Some(ring));
+        let (aa, ba) = (a.identity().gossip_addr, b.identity().gossip_addr);
+        let mut to_b = a.announce(&[ba]).sends;
+        let mut events = Vec::new();
+        for _ in 0..4 {
+            let mut to_a = Vec::new();
+            for (_, d) in to_b.drain(..) {
+                let out = b.handle_datagram(aa, &d);
+                events.extend(out.events);
+                to_a.extend(out.sends);
+            }
+            for (_, d) in to_a {
+                let out = a.handle_datagram(ba, &d);
+                events.extend(out.events);
+                to_b.extend(out.sends);
+            }
+        }
+        assert_eq!(a.alive_count(), 2);
+        assert_eq!(b.alive_count(), 2);
+        let joined = events
+            .iter()
+            .filter(|e| matches!(e, MembershipEvent::Joined(_)))
+            .count();
+        assert_eq!(
+            joined, 2,
+            "each side reports the other joined once: {events:?}"
+        );
     }
 }

@@ -675,7 +675,7 @@ impl PartitionLog {
 
     /// Drops every batch whose last offset is `>= offset` (a batch straddling `offset`
     /// goes whole, as Kafka followers truncate at batch boundaries). The log end offset
-    /// becomes one past the last kept batch, or the kept segment's base if it emptied.
+    /// becomes one past the last kept batch (`<= offset`).
     /// `offset <= log_start_offset` empties the log and restarts it at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
         if offset >= self.log_end_offset() {
@@ -694,11 +694,17 @@ impl PartitionLog {
             tracing::warn!(dir = %self.dir.display(), offset, "log truncated fully");
             return Ok(());
         }
-        let i = self.seg_for(offset);
-        let cut = match self.seg(i).find_batch(offset)? {
+        let mut i = self.seg_for(offset);
+        let mut cut = match self.seg(i).find_batch(offset)? {
             Some((pos, _)) => pos,
             None => self.seg(i).size,
         };
+        // A segment emptied by the cut goes too, so the log end offset is one past the
+        // last kept batch, never a segment base beyond it.
+        while cut == 0 && i > 0 {
+            i -= 1;
+            cut = self.seg(i).size;
+        }
         let keep_base = self.seg(i).base;
         // Delete every later segment, newest first.
         if i < self.sealed.len() {

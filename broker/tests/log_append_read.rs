@@ -381,3 +381,44 @@ fn batches_from_the_kafka_encoder_are_stored_byte_for_byte() {
     assert_eq!(offsets, vec![10, 11, 12, 13, 14]);
     assert_eq!(decoded[3].value.as_deref(), Some(&b"value-3"[..]));
 }
+
+#[test]
+fn readers_share_the_log_behind_a_rwlock_while_a_writer_appends() {
+    use std::sync::{Arc, RwLock};
+    fn shareable<T: Send + Sync>() {}
+    shareable::<PartitionLog>();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(RwLock::new(open(dir.path(), small(4096))));
+    let writer = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                let mut b = batch(0, 2, 1, 200, i);
+                log.write()
+                    .unwrap()
+                    .append(&mut b, AppendMode::AssignOffsets, 0)
+                    .unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut at = 0;
+                while at < 600 {
+                    let r = log.read().unwrap().read(at, 1000).unwrap();
+                    for (base, last) in spans(&r.bytes) {
+                        assert_eq!(base, at, "batches arrive in order without holes");
+                        at = last + 1;
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+}

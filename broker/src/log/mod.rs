@@ -540,12 +540,13 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at `base`.
     fn roll(&mut self, base: i64) -> Result<()> {
+        self.active
+            .prepare_seal(self.config.flush != FlushPolicy::Never)?;
         let fresh = ActiveSegment::create(&self.dir, base, self.config.index_interval_bytes)?;
         let old = std::mem::replace(&mut self.active, fresh);
         let old_base = old.data.base;
         let old_size = old.data.size;
-        self.sealed
-            .push(old.seal(self.config.flush != FlushPolicy::Never)?);
+        self.sealed.push(old.seal());
         self.dir_dirty = true;
         tracing::info!(dir = %self.dir.display(), sealed_base = old_base, sealed_bytes = old_size, new_base = base, "rolled segment");
         Ok(())

@@ -526,9 +526,10 @@ impl ActiveSegment {
             .map_err(|e| BrokerError::io(&self.data.path, e))
     }
 
-    /// Seals the segment: records the final max timestamp, optionally syncs data and
-    /// indexes, and hands back the read-only type.
-    pub(crate) fn seal(mut self, sync: bool) -> Result<SealedSegment> {
+    /// First half of sealing, done before the next segment exists: records the final
+    /// max timestamp (so a crash right after a roll leaves a complete time index) and
+    /// optionally syncs data and indexes.
+    pub(crate) fn prepare_seal(&mut self, sync: bool) -> Result<()> {
         let t0 = self.data.idx.times.len();
         if self.data.idx.finish() {
             self.write_new_entries(self.data.idx.offsets.len(), t0)?;
@@ -542,7 +543,12 @@ impl ActiveSegment {
                 .sync_data()
                 .map_err(|e| BrokerError::io(time_index_path(&self.dir, self.data.base), e))?;
         }
-        Ok(SealedSegment { data: self.data })
+        Ok(())
+    }
+
+    /// Hands back the read-only type; call [`ActiveSegment::prepare_seal`] first.
+    pub(crate) fn seal(self) -> SealedSegment {
+        SealedSegment { data: self.data }
     }
 }
 

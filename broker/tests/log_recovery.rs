@@ -166,3 +166,46 @@ fn an_empty_or_missing_directory_opens_as_an_empty_log() {
     assert_eq!(report.segments, 1);
     assert!(log.read(0, 100).unwrap().bytes.is_empty());
 }
+
+/// Collects formatted log output for assertions.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_cut_tail_is_logged_with_file_position_and_bytes_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = fill(dir.path(), LogConfig::default(), 4);
+    let path = last_log(dir.path());
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[0x55; 37]).unwrap();
+    drop(f);
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("truncating"))
+        .unwrap_or_else(|| panic!("no warn line in:\n{text}"));
+    let whole: usize = batches.iter().map(Vec::len).sum();
+    assert!(line.contains("bytes_dropped=37"), "{line}");
+    assert!(line.contains(&format!("position={whole}")), "{line}");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(line.contains("next_offset=12"), "{line}");
+}

@@ -35,7 +35,18 @@ fn size_retention_deletes_oldest_segments_and_advances_log_start() {
     assert_eq!(log.size_bytes(), before - report.deleted_bytes);
     assert!(log.size_bytes() >= 5000, "never goes below the limit");
     assert!(log.size_bytes() < 5000 + 2000, "deleted all it could");
-    assert_eq!(data_bytes(dir.path()), log.size_bytes(), "files are gone");
+    assert_eq!(
+        data_bytes(dir.path()),
+        log.size_bytes(),
+        "files are out of the log"
+    );
+    assert_eq!(report.to_delete.len(), 3 * report.deleted_segments);
+    assert!(report.to_delete.iter().all(|p| p.exists()));
+    broker::log::remove_deleted(&report.to_delete).unwrap();
+    assert!(
+        report.to_delete.iter().all(|p| !p.exists()),
+        "files are gone"
+    );
     let start = log.log_start_offset();
     assert_eq!(report.log_start_offset, start);
     assert!(start > 0);
@@ -82,11 +93,18 @@ fn time_retention_deletes_segments_whose_newest_batch_is_too_old() {
     let first = log.read(10, 1).unwrap();
     let h = broker::log::batch::validate_batch(&first.bytes).unwrap();
     assert_eq!(h.max_timestamp, T0 + 5 * day);
-    // Far in the future everything sealed goes, the active segment stays.
-    log.enforce_retention(at_ms(now + 100 * day)).unwrap();
+    // Far in the future everything sealed goes, the active segment stays; files not
+    // removed by the caller are removed at the next open.
+    let report = log.enforce_retention(at_ms(now + 100 * day)).unwrap();
+    assert!(report.to_delete.iter().all(|p| p.exists()));
     assert_eq!(log.segments(), 1);
     assert_eq!(log.log_end_offset(), 20);
     assert!(log.read(log.log_start_offset(), 1).is_ok());
+    drop(log);
+    let (log, recovered) = broker::log::PartitionLog::open(dir.path(), small(1000)).unwrap();
+    assert!(report.to_delete.iter().all(|p| !p.exists()));
+    assert!(recovered.orphans_removed >= report.to_delete.len());
+    assert_eq!(log.log_start_offset(), 18);
 }
 
 #[test]

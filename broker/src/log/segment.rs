@@ -49,6 +49,30 @@ pub(crate) fn delete_files(dir: &Path, base: i64) -> Result<()> {
     Ok(())
 }
 
+/// Suffix of segment files taken out of the log but not yet unlinked.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
+/// Takes a segment out of the log by renaming its files to `*.deleted` (cheap), so the
+/// slow unlink of a big file can happen outside the caller's lock. Returns the new paths.
+pub(crate) fn mark_deleted(dir: &Path, base: i64) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(3);
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        time_index_path(dir, base),
+    ] {
+        let mut to = p.clone().into_os_string();
+        to.push(DELETED_SUFFIX);
+        let to = PathBuf::from(to);
+        match std::fs::rename(&p, &to) {
+            Ok(()) => out.push(to),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(BrokerError::io(p, e)),
+        }
+    }
+    Ok(out)
+}
+
 fn read_file_or_none(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),

@@ -29,6 +29,18 @@
 //! that are missing or inconsistent, and always re-validates the active segment's tail
 //! from its last good index entry, cutting a torn or corrupt tail with a `warn!` line
 //! that names the file, position and bytes dropped.
+//!
+//! Sealed segments are trusted at open when their indexes are consistent (their data is
+//! not re-read), as Kafka does below its recovery point; with `FlushPolicy::Never` a power
+//! failure can therefore leave a damaged sealed segment that only replication repairs.
+//!
+//! # Use from the server
+//! ```text
+//!  RwLock<PartitionLog>
+//!    write: append(..) × N requests → sync() once → ack the N requests   (EveryBatch)
+//!    read:  read(offset, max_bytes), offset_for_timestamp(ts), log_*_offset()
+//!    timer: roll_if_due(now); enforce_retention(now) → drop the lock → remove_deleted(..)
+//! ```
 
 pub mod batch;
 mod index;
@@ -445,6 +457,8 @@ impl PartitionLog {
     /// Appends one or more concatenated batches. Every batch is validated first; on any
     /// error nothing of the request is written. `leader_epoch` is stamped only with
     /// [`AppendMode::AssignOffsets`]. Not durable until [`PartitionLog::sync`].
+    /// On an I/O error the failing write is cut back; batches of the same request already
+    /// written to an earlier segment (the request crossed a roll) stay.
     pub fn append(
         &mut self,
         batches: &mut [u8],

@@ -102,9 +102,10 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    /// Checks the rules across fields; positions in the index are u32, so segments must
-    /// stay below 2 GiB.
-    fn validate(&self) -> Result<()> {
+    /// Checks the rules across fields, so the server can refuse a topic's settings at
+    /// creation time rather than when a partition opens. Positions in the index are u32,
+    /// so segments must stay below 2 GiB.
+    pub fn validate(self) -> Result<Self> {
         let bad = |field: &'static str, reason: String| {
             Err(BrokerError::InvalidLogConfig { field, reason })
         };
@@ -145,7 +146,7 @@ impl LogConfig {
                 "Interval(0) is meaningless; use EveryBatch instead".into(),
             );
         }
-        Ok(())
+        Ok(self)
     }
 }
 
@@ -262,7 +263,7 @@ impl PartitionLog {
     /// trusted when their indexes are consistent (else rebuilt), the active segment's
     /// tail is validated and a torn or corrupt tail is cut.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, RecoveryReport)> {
-        config.validate()?;
+        let config = config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))?;
         let mut report = RecoveryReport::default();
         let mut bases = Vec::new();

@@ -50,6 +50,14 @@ fn invalid_config_is_refused_naming_the_field() {
     };
     let err = PartitionLog::open(dir.path(), cfg).unwrap_err();
     assert!(err.to_string().contains("segment_bytes"), "{err}");
+    assert_eq!(err.code(), crate::ErrorCode::InvalidConfig);
+    let zero_interval = LogConfig {
+        index_interval_bytes: 0,
+        ..LogConfig::default()
+    };
+    let err = zero_interval.validate().unwrap_err();
+    assert!(err.to_string().contains("index_interval_bytes"), "{err}");
+    assert!(LogConfig::default().validate().is_ok());
 }
 
 #[test]

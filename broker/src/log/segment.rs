@@ -49,6 +49,30 @@ pub(crate) fn delete_files(dir: &Path, base: i64) -> Result<()> {
     Ok(())
 }
 
+/// Suffix of segment files taken out of the log but not yet unlinked.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
+/// Takes a segment out of the log by renaming its files to `*.deleted` (cheap), so the
+/// slow unlink of a big file can happen outside the caller's lock. Returns the new paths.
+pub(crate) fn mark_deleted(dir: &Path, base: i64) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(3);
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        time_index_path(dir, base),
+    ] {
+        let mut to = p.clone().into_os_string();
+        to.push(DELETED_SUFFIX);
+        let to = PathBuf::from(to);
+        match std::fs::rename(&p, &to) {
+            Ok(()) => out.push(to),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(BrokerError::io(p, e)),
+        }
+    }
+    Ok(out)
+}
+
 fn read_file_or_none(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -526,9 +550,10 @@ impl ActiveSegment {
             .map_err(|e| BrokerError::io(&self.data.path, e))
     }
 
-    /// Seals the segment: records the final max timestamp, optionally syncs data and
-    /// indexes, and hands back the read-only type.
-    pub(crate) fn seal(mut self, sync: bool) -> Result<SealedSegment> {
+    /// First half of sealing, done before the next segment exists: records the final
+    /// max timestamp (so a crash right after a roll leaves a complete time index) and
+    /// optionally syncs data and indexes.
+    pub(crate) fn prepare_seal(&mut self, sync: bool) -> Result<()> {
         let t0 = self.data.idx.times.len();
         if self.data.idx.finish() {
             self.write_new_entries(self.data.idx.offsets.len(), t0)?;
@@ -542,7 +567,12 @@ impl ActiveSegment {
                 .sync_data()
                 .map_err(|e| BrokerError::io(time_index_path(&self.dir, self.data.base), e))?;
         }
-        Ok(SealedSegment { data: self.data })
+        Ok(())
+    }
+
+    /// Hands back the read-only type; call [`ActiveSegment::prepare_seal`] first.
+    pub(crate) fn seal(self) -> SealedSegment {
+        SealedSegment { data: self.data }
     }
 }
 

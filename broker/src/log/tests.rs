@@ -50,6 +50,14 @@ fn invalid_config_is_refused_naming_the_field() {
     };
     let err = PartitionLog::open(dir.path(), cfg).unwrap_err();
     assert!(err.to_string().contains("segment_bytes"), "{err}");
+    assert_eq!(err.code(), crate::ErrorCode::InvalidConfig);
+    let zero_interval = LogConfig {
+        index_interval_bytes: 0,
+        ..LogConfig::default()
+    };
+    let err = zero_interval.validate().unwrap_err();
+    assert!(err.to_string().contains("index_interval_bytes"), "{err}");
+    assert!(LogConfig::default().validate().is_ok());
 }
 
 #[test]
@@ -88,4 +96,35 @@ fn flush_due_follows_policy() {
     assert!(log.flush_due(Instant::now() + Duration::from_secs(6)));
     log.sync().unwrap();
     assert!(!log.flush_due(Instant::now() + Duration::from_secs(6)));
+}
+
+#[test]
+fn a_gap_beyond_u32_relative_offsets_rolls_to_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&mut make_batch(0, 0, 1, b"a"), AppendMode::KeepOffsets, 0)
+        .unwrap();
+    let far = 3_000_000_000i64;
+    log.append(&mut make_batch(far, 1, 2, b"b"), AppendMode::KeepOffsets, 0)
+        .unwrap();
+    assert_eq!(log.segments(), 2);
+    assert_eq!(log.log_end_offset(), far + 2);
+    assert_eq!(log.read(1, 100).unwrap().first_offset, far);
+    drop(log);
+    let (log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.read(far + 1, 100).unwrap().first_offset, far);
+}
+
+#[test]
+fn keep_offsets_refuses_overlapping_batches_within_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut req = [make_batch(0, 4, 1, b"a"), make_batch(3, 0, 1, b"b")].concat();
+    let err = log
+        .append(&mut req, AppendMode::KeepOffsets, 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("overlapping"), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
 }

@@ -168,15 +168,20 @@ impl Partition {
 
     /// Rolls an aged segment and applies retention; called periodically.
     pub fn housekeeping(&self, now: SystemTime) -> Result<()> {
-        let mut log = self.log.write().expect("partition log lock poisoned");
-        log.roll_if_due(now)?;
-        let report = log.enforce_retention(now)?;
+        let report = {
+            let mut log = self.log.write().expect("partition log lock poisoned");
+            log.roll_if_due(now)?;
+            log.enforce_retention(now)?
+        };
         if report.deleted_segments > 0 {
+            // Unlinking big files is slow: done here, outside the log lock.
+            crate::log::remove_deleted(&report.to_delete)?;
             tracing::info!(
                 topic = %self.topic,
                 partition = self.index,
                 segments = report.deleted_segments,
-                log_start_offset = log.log_start_offset(),
+                bytes = report.deleted_bytes,
+                log_start_offset = report.log_start_offset,
                 "retention deleted old segments"
             );
         }

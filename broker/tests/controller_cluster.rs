@@ -290,6 +290,7 @@ async fn killed_leader_is_replaced_and_catches_up_after_restart() {
         .await
         .unwrap();
 
+    let killed_last_index = cluster.handle(old).metrics().last_log_index.unwrap();
     let killed = cluster.kill(old).await;
     let new = cluster.leader(Duration::from_secs(5)).await;
     assert_ne!(new, old);
@@ -302,6 +303,19 @@ async fn killed_leader_is_replaced_and_catches_up_after_restart() {
             .unwrap();
     }
 
+    let purged = wait_for(
+        Duration::from_secs(5),
+        "the leader to purge its log",
+        || {
+            cluster
+                .handle(new)
+                .metrics()
+                .purged_index
+                .filter(|p| *p > killed_last_index)
+        },
+    )
+    .await;
+    assert!(purged > killed_last_index, "catching up needs a snapshot");
     cluster.restart(killed).await;
     let reference = cluster.handle(new).clone();
     wait_for(
@@ -315,6 +329,10 @@ async fn killed_leader_is_replaced_and_catches_up_after_restart() {
     )
     .await;
     assert_eq!(cluster.handle(old).current().topics.len(), 13);
+    assert!(
+        cluster.handle(old).metrics().snapshot_index >= Some(purged),
+        "the restarted node installed the leader's snapshot"
+    );
     cluster.shutdown().await;
 }
 

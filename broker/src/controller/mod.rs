@@ -242,7 +242,7 @@ impl Controller {
     pub async fn start(config: ControllerConfig) -> Result<ControllerHandle> {
         let config = config.validate()?;
         let raft_config = Arc::new(config.raft_config()?);
-        let db = store::open_db(&config.dir)?;
+        let db = store::open_db(&config.dir).await?;
         let log_store = LogStore::open(&db)?;
         let (state_machine, state_rx) = StateMachine::open(&db)?;
         drop(db);
@@ -324,6 +324,10 @@ pub struct ControllerMetrics {
     pub last_log_index: Option<u64>,
     /// Last index applied to this node's `ClusterState`.
     pub last_applied_index: Option<u64>,
+    /// Last index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to this index were purged (only a snapshot can replace them).
+    pub purged_index: Option<u64>,
     /// Voter ids in the current membership.
     pub voters: Vec<u64>,
     /// Learner ids in the current membership.
@@ -456,6 +460,8 @@ impl ControllerHandle {
             is_leader: m.state == ServerState::Leader,
             last_log_index: m.last_log_index,
             last_applied_index: m.last_applied.map(|id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            purged_index: m.purged.map(|id| id.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }
@@ -1069,5 +1075,87 @@ impl controller_api_server::ControllerApi for ApiService {
             term,
             leader: to_hint(self.inner.leader_hint()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(ids: &[u64]) -> Vec<Peer> {
+        ids.iter()
+            .map(|id| Peer {
+                id: *id,
+                addr: format!("127.0.0.1:{}", 9000 + id),
+            })
+            .collect()
+    }
+
+    fn config(node: u64) -> ControllerConfig {
+        ControllerConfig::new(node, "r", "/tmp/x", peers(&[1, 2, 3]), peers(&[4]))
+    }
+
+    #[test]
+    fn validate_accepts_the_defaults_for_voters_and_learners() {
+        assert!(config(1).validate().is_ok());
+        assert!(config(4).validate().is_ok());
+    }
+
+    #[test]
+    fn validate_rejects_a_node_outside_the_region() {
+        let err = config(9).validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BrokerError::InvalidControllerConfig {
+                    field: "node_id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_an_empty_quorum_and_duplicate_ids() {
+        let mut empty = config(4);
+        empty.voters.clear();
+        assert!(empty.validate().is_err());
+        let mut twice = config(1);
+        twice.learners = peers(&[3]);
+        let err = twice.validate().unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_election_timeout_not_above_heartbeat() {
+        let mut c = config(1);
+        c.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+        c.raft_heartbeat = Duration::from_millis(200);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn validate_rejects_heartbeats_slower_than_the_session() {
+        let mut c = config(1);
+        c.broker_heartbeat_interval = c.session_timeout;
+        let err = c.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BrokerError::InvalidControllerConfig {
+                    field: "broker_heartbeat_interval",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_a_request_timeout_shorter_than_an_election() {
+        let mut c = config(1);
+        c.request_timeout = Duration::from_millis(500);
+        assert!(c.validate().is_err());
     }
 }

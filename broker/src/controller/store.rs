@@ -39,15 +39,21 @@ type StorageResult<T> = std::result::Result<T, StorageError<u64>>;
 
 /// Opens the controller's sled db, waiting briefly for a previous instance in this
 /// process (a restart) to release its lock.
-pub(crate) fn open_db(dir: &Path) -> Result<sled::Db> {
+pub(crate) async fn open_db(dir: &Path) -> Result<sled::Db> {
     std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match sled::open(dir) {
+        let path = dir.to_owned();
+        let opened = tokio::task::spawn_blocking(move || sled::open(path))
+            .await
+            .map_err(|e| BrokerError::Controller {
+                reason: format!("opening the controller store panicked: {e}"),
+            })?;
+        match opened {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(err)) if Instant::now() < deadline => {
                 tracing::debug!(dir = %dir.display(), %err, "controller db busy; retrying");
-                std::thread::sleep(Duration::from_millis(50));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(err) => {
                 return Err(BrokerError::Controller {

@@ -468,3 +468,45 @@ async fn lost_quorum_fails_proposals_clearly_and_keeps_serving_state() {
     assert!(!state.topics.contains_key("lost"));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_recovers_committed_state_from_its_own_dir() {
+    let mut cluster = Cluster::start("127.0.0.6", 1, 0, 1000).await;
+    cluster.leader(Duration::from_secs(5)).await;
+    cluster
+        .all_states(Duration::from_secs(5), "broker registered", |s| {
+            unfenced(s) == 1
+        })
+        .await;
+    cluster
+        .handle(1)
+        .propose(create("durable", 2, 1))
+        .await
+        .unwrap();
+    let before = cluster.handle(1).current();
+    let term_before = cluster.handle(1).metrics().term;
+
+    let node = cluster.kill(1).await;
+    cluster.restart(node).await;
+    // Nobody else holds the data: it can only come from the node's own sled dir.
+    cluster
+        .all_states(
+            Duration::from_secs(5),
+            "the committed topic after restart",
+            |s| s.topics == before.topics,
+        )
+        .await;
+    cluster.leader(Duration::from_secs(5)).await;
+    assert!(
+        cluster.handle(1).metrics().term >= term_before,
+        "the persisted vote is kept: terms never go backwards"
+    );
+    assert!(cluster.handle(1).metrics().last_log_index >= Some(before.applied_index));
+    cluster
+        .handle(1)
+        .propose(create("next", 1, 1))
+        .await
+        .unwrap();
+    assert!(cluster.handle(1).current().topics.contains_key("next"));
+    cluster.shutdown().await;
+}

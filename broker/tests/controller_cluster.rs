@@ -432,12 +432,14 @@ async fn lost_quorum_fails_proposals_clearly_and_keeps_serving_state() {
         })
         .await;
 
-    // Keep node 3, whatever its role: it may be the leader that lost its followers.
-    cluster.kill(1).await;
-    cluster.kill(2).await;
+    // Keep the leader: the hard case, it still believes it leads but cannot commit.
+    let survivor = cluster.leader(Duration::from_secs(5)).await;
+    for id in [1, 2, 3].into_iter().filter(|id| *id != survivor) {
+        cluster.kill(id).await;
+    }
     let started = Instant::now();
     let err = cluster
-        .handle(3)
+        .handle(survivor)
         .propose(create("lost", 1, 1))
         .await
         .expect_err("no quorum, no commit");
@@ -463,7 +465,7 @@ async fn lost_quorum_fails_proposals_clearly_and_keeps_serving_state() {
         ),
         "{err}"
     );
-    let state = cluster.handle(3).state().borrow().clone();
+    let state = cluster.handle(survivor).state().borrow().clone();
     assert!(state.topics.contains_key("kept"));
     assert!(!state.topics.contains_key("lost"));
     cluster.shutdown().await;

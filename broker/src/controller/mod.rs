@@ -137,6 +137,36 @@ impl ControllerConfig {
         }
     }
 
+    /// The production config of a broker from its resolved topology view: voters are
+    /// the region's `controller_quorum`, every other broker of the region is a learner,
+    /// and the store lives in `<data_dir>/controller/` (apart from the broker's own
+    /// metadata db). Fails for a mirror node (it has no broker id or data dir).
+    pub fn for_node(view: &topology::NodeView) -> Result<Self> {
+        let (Some(id), Some(data_dir)) = (view.broker_id, view.data_dir.as_ref()) else {
+            return Err(BrokerError::InvalidControllerConfig {
+                field: "node_id",
+                reason: format!(
+                    "{}/{} is not a broker; only brokers run a controller node",
+                    view.region, view.name
+                ),
+            });
+        };
+        let voters: Vec<Peer> = view.controller_quorum.iter().map(Peer::from).collect();
+        let learners = view
+            .region_brokers
+            .iter()
+            .filter(|b| !voters.iter().any(|v| v.id == b.id))
+            .map(Peer::from)
+            .collect();
+        Ok(Self::new(
+            id,
+            view.region.clone(),
+            data_dir.join("controller"),
+            voters,
+            learners,
+        ))
+    }
+
     /// Checks the rules across fields; consumes and returns the config.
     pub fn validate(self) -> Result<Self> {
         let bad = |field: &'static str, reason: String| {
@@ -285,6 +315,19 @@ impl Controller {
     }
 }
 
+impl BrokerRegistration {
+    /// The registration of the broker a topology view describes, if it is a broker.
+    pub fn for_node(view: &topology::NodeView) -> Option<Self> {
+        Some(Self {
+            id: view.broker_id?,
+            name: view.name.clone(),
+            region: view.region.clone(),
+            grpc_addr: view.grpc_addr?.to_string(),
+            kafka_addr: view.kafka_addr.map(|a| a.to_string()),
+        })
+    }
+}
+
 /// Who a broker is, as it registers with the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerRegistration {
@@ -373,9 +416,18 @@ impl ControllerHandle {
         }
     }
 
-    /// Sends one heartbeat for `broker` to the active controller, which registers or
-    /// unfences it as needed.
+    /// Sends one heartbeat for this node's own broker to the active controller, which
+    /// registers or unfences it as needed. The handle remembers the broker epoch it was
+    /// given, so `broker.id` must be this node's id.
     pub async fn heartbeat(&self, broker: &BrokerRegistration) -> Result<HeartbeatReply> {
+        if broker.id != self.inner.config.node_id {
+            return Err(BrokerError::InvalidRequest {
+                reason: format!(
+                    "controller node {} can only heartbeat for its own broker, not broker {}",
+                    self.inner.config.node_id, broker.id
+                ),
+            });
+        }
         let epoch = self.inner.my_epoch.load(Ordering::Relaxed);
         match self
             .inner
@@ -1093,6 +1145,47 @@ mod tests {
 
     fn config(node: u64) -> ControllerConfig {
         ControllerConfig::new(node, "r", "/tmp/x", peers(&[1, 2, 3]), peers(&[4]))
+    }
+
+    #[test]
+    fn node_view_makes_the_quorum_voters_and_other_brokers_learners() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/active-active.toml");
+        let text = std::fs::read_to_string(&example).unwrap();
+        // Shrink us-east's quorum to one voter so b2 and b3 are learners.
+        let text = text.replacen(
+            r#"controller_quorum = ["b1", "b2", "b3"]"#,
+            r#"controller_quorum = ["b1"]"#,
+            1,
+        );
+        let topology = topology::parse(&text, &example).unwrap();
+        let view = topology.node("us-east/b3").unwrap();
+        let config = ControllerConfig::for_node(&view)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.node_id, 103);
+        assert_eq!(
+            config.voters.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![101]
+        );
+        assert_eq!(
+            config.learners.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![102, 103]
+        );
+        assert_eq!(
+            config.learners[1..],
+            vec![Peer {
+                id: 103,
+                addr: "127.0.1.3:9090".into()
+            }]
+        );
+        assert!(config.dir.ends_with("data/us-east/b3/controller"));
+        let registration = BrokerRegistration::for_node(&view).unwrap();
+        assert_eq!(registration.grpc_addr, "127.0.1.3:9090");
+        assert_eq!(registration.kafka_addr.as_deref(), Some("127.0.1.3:9092"));
+        let mirror = topology.node("us-east/m1").unwrap();
+        assert!(ControllerConfig::for_node(&mirror).is_err());
     }
 
     #[test]

@@ -512,3 +512,41 @@ async fn restarted_node_recovers_committed_state_from_its_own_dir() {
     assert!(cluster.handle(1).current().topics.contains_key("next"));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_shutdown_moves_leadership_before_the_broker_stops() {
+    let cluster = Cluster::start("127.0.0.7", 3, 0, 1000).await;
+    cluster.leader(Duration::from_secs(5)).await;
+    cluster
+        .all_states(Duration::from_secs(5), "3 registered brokers", |s| {
+            unfenced(s) == 3
+        })
+        .await;
+    cluster.handle(1).propose(create("t", 3, 3)).await.unwrap();
+    cluster
+        .all_states(Duration::from_secs(5), "topic t", |s| {
+            s.topics.contains_key("t")
+        })
+        .await;
+    let before = cluster.handle(1).current().topics["t"].clone();
+
+    // Broker 2 is still running (and may even be the active controller).
+    cluster.handle(2).controlled_shutdown().await.unwrap();
+    cluster
+        .all_states(Duration::from_secs(5), "broker 2 fenced everywhere", |s| {
+            s.brokers[&2].fenced
+        })
+        .await;
+    let after = cluster.handle(2).current();
+    for (old, new) in before.partitions.iter().zip(&after.topics["t"].partitions) {
+        assert_ne!(new.leader, Some(2), "{new:?}");
+        assert!(!new.isr.contains(&2));
+        if old.leader == Some(2) {
+            assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+        }
+    }
+    // It stopped heartbeating, so it stays fenced.
+    tokio::time::sleep(SESSION).await;
+    assert!(cluster.handle(1).current().brokers[&2].fenced);
+    cluster.shutdown().await;
+}

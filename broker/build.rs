@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["meridian.proto"], ["proto"])?;
+    let fds = protox::compile(["meridian.proto", "controller.proto"], ["proto"])?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -41,12 +41,18 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 38,
     /// A configuration value is not valid.
     InvalidConfig = 40,
+    /// This node cannot serve the controller request (no controller leader reachable).
+    NotController = 41,
     /// The request is malformed.
     InvalidRequest = 42,
     /// The disk failed under the log.
     KafkaStorageError = 56,
+    /// A partition leader acted under a leader epoch that is no longer current.
+    FencedLeaderEpoch = 74,
     /// The batch uses a compression codec this build cannot read or write.
     UnsupportedCompressionType = 76,
+    /// A broker acted under a registration (broker epoch) that is no longer current.
+    StaleBrokerEpoch = 77,
     /// A record inside a batch is not valid.
     InvalidRecord = 87,
 }
@@ -70,8 +76,11 @@ impl ErrorCode {
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::InvalidConfig,
+        ErrorCode::NotController,
         ErrorCode::InvalidRequest,
         ErrorCode::KafkaStorageError,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::StaleBrokerEpoch,
         ErrorCode::InvalidRecord,
     ];
 
@@ -97,6 +106,7 @@ impl ErrorCode {
                 | ErrorCode::NotLeaderOrFollower
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotController
         )
     }
 }
@@ -307,6 +317,74 @@ pub enum BrokerError {
         /// The broker's message.
         message: String,
     },
+    /// The region's controller quorum has no leader that this node can reach, so a
+    /// metadata change cannot be committed. State: the command was not confirmed; if it
+    /// reached a leader that later regains its quorum it may still be applied, so
+    /// retrying is safe only for idempotent commands. Committed metadata stays readable.
+    #[error(
+        "the controller quorum of region {region} has no leader: {reachable} of {voters} voters reachable; a majority of {} must run for metadata changes (restart the stopped controller brokers)",
+        voters / 2 + 1
+    )]
+    ControllerUnavailable {
+        /// The region.
+        region: String,
+        /// Voters this node could reach (itself included).
+        reachable: usize,
+        /// Voters in the quorum.
+        voters: usize,
+    },
+    /// A partition leader proposed a change under a stale leader epoch (it was replaced).
+    /// State: nothing changed.
+    #[error(
+        "{topic}-{partition}: broker {leader_id} acted at leader epoch {given} but the partition is at epoch {current}; refresh metadata and stop acting as leader"
+    )]
+    StaleLeaderEpoch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The broker that proposed.
+        leader_id: u64,
+        /// The epoch it used.
+        given: i32,
+        /// The current epoch.
+        current: i32,
+    },
+    /// A broker acted under a registration epoch that is not its current one (it was
+    /// replaced by a newer incarnation). State: nothing changed.
+    #[error(
+        "broker {broker} used broker epoch {given} but its current epoch is {current}; it must register again"
+    )]
+    StaleBrokerEpoch {
+        /// The broker.
+        broker: u64,
+        /// The epoch it used.
+        given: i64,
+        /// The current epoch.
+        current: i64,
+    },
+    /// The controller refused a command as malformed or impossible (unknown broker or
+    /// partition, bad config value). State: nothing changed.
+    #[error("the controller refused the command: {reason}")]
+    ControllerRejected {
+        /// Why.
+        reason: String,
+    },
+    /// A controller setting is not valid. State: nothing started or opened.
+    #[error("invalid controller setting {field}: {reason}")]
+    InvalidControllerConfig {
+        /// The `ControllerConfig` field at fault.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+    /// The controller's Raft node or its storage failed, or it was shut down.
+    /// State: unknown for a proposal in flight; committed metadata is intact on disk.
+    #[error("controller: {reason}")]
+    Controller {
+        /// What failed.
+        reason: String,
+    },
     /// The connection to a broker failed. State: unknown for requests in flight.
     #[error("cannot reach broker {addr}: {reason}")]
     Unreachable {
@@ -347,6 +425,12 @@ impl BrokerError {
             BrokerError::Metadata { .. } => ErrorCode::UnknownServerError,
             BrokerError::Remote { code, .. } => *code,
             BrokerError::Unreachable { .. } => ErrorCode::RequestTimedOut,
+            BrokerError::ControllerUnavailable { .. } => ErrorCode::NotController,
+            BrokerError::StaleLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            BrokerError::StaleBrokerEpoch { .. } => ErrorCode::StaleBrokerEpoch,
+            BrokerError::ControllerRejected { .. } => ErrorCode::InvalidRequest,
+            BrokerError::InvalidControllerConfig { .. } => ErrorCode::InvalidConfig,
+            BrokerError::Controller { .. } => ErrorCode::UnknownServerError,
         }
     }
 

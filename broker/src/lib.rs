@@ -12,6 +12,7 @@
 //! uses to speak to brokers.
 
 pub mod client;
+pub mod controller;
 pub mod error;
 pub mod log;
 pub mod node;
@@ -27,4 +28,10 @@ pub mod metadata;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("meridian.broker.v1");
+}
+
+/// Generated gRPC types and services of the controller quorum (broker/proto/controller.proto).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod controller_proto {
+    tonic::include_proto!("meridian.controller.v1");
 }

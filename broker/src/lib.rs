@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod node;
 pub mod partition;

@@ -15,13 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::consumer_protocol_assignment::{
     ConsumerProtocolAssignment, TopicPartition as AssignedTopic,
 };
 use kafka_protocol::messages::consumer_protocol_subscription::{
     ConsumerProtocolSubscription, TopicPartition as OwnedTopic,
 };
-use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::JoinMember;
@@ -89,7 +89,10 @@ fn check_version(version: i16) -> Result<()> {
 fn read_version(bytes: &mut Bytes, what: &str) -> Result<i16> {
     if bytes.remaining() < 2 {
         return Err(BrokerError::InvalidRequest {
-            reason: format!("{what} is {} byte(s) long, too short for a ConsumerProtocol version", bytes.remaining()),
+            reason: format!(
+                "{what} is {} byte(s) long, too short for a ConsumerProtocol version",
+                bytes.remaining()
+            ),
         });
     }
     let version = bytes.get_i16();
@@ -303,9 +306,14 @@ impl Assignor for RangeAssignor {
             for (i, member) in members.iter().enumerate() {
                 let start = per_member * i + i.min(extra);
                 let length = per_member + usize::from(i < extra);
-                let list = assigned.get_mut(*member).expect("every member has an entry");
+                let list = assigned
+                    .get_mut(*member)
+                    .expect("every member has an entry");
                 for p in start..start + length {
-                    list.push(TopicPartition::new(topic, i32::try_from(p).unwrap_or(i32::MAX)));
+                    list.push(TopicPartition::new(
+                        topic,
+                        i32::try_from(p).unwrap_or(i32::MAX),
+                    ));
                 }
             }
         }
@@ -334,7 +342,10 @@ impl Assignor for RoundRobinAssignor {
             .iter()
             .map(|(m, s)| (m.as_str(), s.topics.iter().map(String::as_str).collect()))
             .collect();
-        let topics: BTreeSet<&str> = members.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        let topics: BTreeSet<&str> = members
+            .iter()
+            .flat_map(|(_, t)| t.iter().copied())
+            .collect();
         let mut next = 0usize;
         for topic in topics {
             let Some(&count) = partitions_per_topic.get(topic) else {
@@ -375,9 +386,10 @@ pub fn assign_group(
 ) -> Result<Vec<(String, Bytes)>> {
     let mut subscriptions = BTreeMap::new();
     for m in members {
-        let subscription = Subscription::decode(&m.metadata).map_err(|e| BrokerError::InvalidRequest {
-            reason: format!("member {:?} sent a bad subscription: {e}", m.member_id),
-        })?;
+        let subscription =
+            Subscription::decode(&m.metadata).map_err(|e| BrokerError::InvalidRequest {
+                reason: format!("member {:?} sent a bad subscription: {e}", m.member_id),
+            })?;
         subscriptions.insert(m.member_id.clone(), subscription);
     }
     assignor

@@ -116,7 +116,9 @@ impl Group {
     }
 
     fn pending_index(&self, member_id: &str) -> Option<usize> {
-        self.pending_members.iter().position(|(id, _)| id == member_id)
+        self.pending_members
+            .iter()
+            .position(|(id, _)| id == member_id)
     }
 
     fn is_leader(&self, member_id: &str) -> bool {
@@ -461,7 +463,13 @@ impl Group {
         }
     }
 
-    fn handle_due(&mut self, at: Instant, due: Due, config: &GroupConfig, out: &mut Vec<Completion>) {
+    fn handle_due(
+        &mut self,
+        at: Instant,
+        due: Due,
+        config: &GroupConfig,
+        out: &mut Vec<Completion>,
+    ) {
         match due {
             Due::PendingMember(id) => {
                 if let Some(i) = self.pending_index(&id) {
@@ -974,7 +982,11 @@ impl GroupCoordinator {
             group_id: group.id.clone(),
             state: group.state,
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
-            protocol_name: if stable { protocol.clone() } else { String::new() },
+            protocol_name: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
             generation_id: group.generation,
             leader: group.leader.clone(),
             members: group

@@ -47,10 +47,16 @@ impl Harness {
         for c in self.c.take_completions() {
             match c.response {
                 CompletionResponse::Join(r) => {
-                    assert!(self.joins.insert(c.ticket, r).is_none(), "ticket answered twice");
+                    assert!(
+                        self.joins.insert(c.ticket, r).is_none(),
+                        "ticket answered twice"
+                    );
                 }
                 CompletionResponse::Sync(r) => {
-                    assert!(self.syncs.insert(c.ticket, r).is_none(), "ticket answered twice");
+                    assert!(
+                        self.syncs.insert(c.ticket, r).is_none(),
+                        "ticket answered twice"
+                    );
                 }
             }
         }
@@ -112,7 +118,13 @@ impl Harness {
         let plan = assign_group(&RangeAssignor, &leader.members, &topics).expect("assign");
         let out = self
             .c
-            .sync("g", &leader.member_id, leader.generation_id, plan, self.at(s))
+            .sync(
+                "g",
+                &leader.member_id,
+                leader.generation_id,
+                plan,
+                self.at(s),
+            )
             .expect("leader sync accepted");
         self.collect();
         let mut result = BTreeMap::new();
@@ -121,7 +133,11 @@ impl Harness {
         };
         result.insert(leader.member_id.clone(), partitions_of(&own.assignment));
         for (member, t) in tickets {
-            let r = self.syncs.remove(&t).expect("sync completed").expect("sync ok");
+            let r = self
+                .syncs
+                .remove(&t)
+                .expect("sync completed")
+                .expect("sync ok");
             result.insert(member, partitions_of(&r.assignment));
         }
         result
@@ -174,8 +190,14 @@ fn two_members_join_one_generation_then_a_third_rebalances_everyone() {
     assert!(matches!(a, JoinOutcome::Pending(_)) && matches!(b, JoinOutcome::Pending(_)));
     // The initial delay (3 s) is extended once because a member arrived during it.
     h.tick(3);
-    assert!(h.joins.is_empty(), "joins complete only after the initial delay");
-    assert_eq!(h.c.describe_group("g").state, GroupState::PreparingRebalance);
+    assert!(
+        h.joins.is_empty(),
+        "joins complete only after the initial delay"
+    );
+    assert_eq!(
+        h.c.describe_group("g").state,
+        GroupState::PreparingRebalance
+    );
     h.tick(6);
     let a = h.joined(a);
     let b = h.joined(b);
@@ -199,8 +221,14 @@ fn two_members_join_one_generation_then_a_third_rebalances_everyone() {
     // A third member: everyone learns through heartbeats and rejoins.
     let c = h.join("", "other", 7);
     assert!(matches!(c, JoinOutcome::Pending(_)));
-    assert_eq!(code(h.heartbeat(&a.member_id, 1, 8)), ErrorCode::RebalanceInProgress);
-    assert_eq!(code(h.heartbeat(&b.member_id, 1, 8)), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        code(h.heartbeat(&a.member_id, 1, 8)),
+        ErrorCode::RebalanceInProgress
+    );
+    assert_eq!(
+        code(h.heartbeat(&b.member_id, 1, 8)),
+        ErrorCode::RebalanceInProgress
+    );
     let a2 = h.join(&a.member_id, "app", 8);
     assert!(matches!(a2, JoinOutcome::Pending(_)));
     let b2 = h.join(&b.member_id, "app", 9);
@@ -209,10 +237,16 @@ fn two_members_join_one_generation_then_a_third_rebalances_everyone() {
         "the last rejoin completes the join phase"
     );
     let (a2, b2, c) = (h.joined(a2), h.joined(b2), h.joined(c));
-    assert_eq!([a2.generation_id, b2.generation_id, c.generation_id], [2, 2, 2]);
+    assert_eq!(
+        [a2.generation_id, b2.generation_id, c.generation_id],
+        [2, 2, 2]
+    );
     assert!(a2.is_leader() && a2.members.len() == 3);
     let split = h.sync_round(&[a2, b2, c], 6, 9);
-    assert_eq!(split.values().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 2]);
+    assert_eq!(
+        split.values().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 2]
+    );
     assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
 }
 
@@ -226,9 +260,19 @@ fn expired_session_rebalances_and_the_survivor_takes_every_partition() {
         h.heartbeat(&a.member_id, 1, s).expect("stable heartbeat");
     }
     h.tick(16);
-    assert_eq!(h.c.describe_group("g").members.len(), 1, "b expired at 16 s");
-    assert_eq!(code(h.heartbeat(&a.member_id, 1, 17)), ErrorCode::RebalanceInProgress);
-    assert_eq!(code(h.heartbeat(&b.member_id, 1, 17)), ErrorCode::UnknownMemberId);
+    assert_eq!(
+        h.c.describe_group("g").members.len(),
+        1,
+        "b expired at 16 s"
+    );
+    assert_eq!(
+        code(h.heartbeat(&a.member_id, 1, 17)),
+        ErrorCode::RebalanceInProgress
+    );
+    assert_eq!(
+        code(h.heartbeat(&b.member_id, 1, 17)),
+        ErrorCode::UnknownMemberId
+    );
     let a2 = h.join(&a.member_id, "app", 17);
     let a2 = h.joined(a2);
     assert_eq!(a2.generation_id, 2);
@@ -240,25 +284,38 @@ fn expired_session_rebalances_and_the_survivor_takes_every_partition() {
 fn leave_rebalances_at_once_and_the_last_leave_empties_the_group() {
     let mut h = Harness::new(secs(3));
     let (a, b) = stable_pair(&mut h);
-    let rows = h.c.leave("g", &[b.member_id.clone()], h.at(7)).expect("leave");
+    let rows =
+        h.c.leave("g", std::slice::from_ref(&b.member_id), h.at(7))
+            .expect("leave");
     assert!(rows[0].error.is_none());
-    assert_eq!(h.c.describe_group("g").state, GroupState::PreparingRebalance);
-    assert_eq!(code(h.heartbeat(&a.member_id, 1, 7)), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        h.c.describe_group("g").state,
+        GroupState::PreparingRebalance
+    );
+    assert_eq!(
+        code(h.heartbeat(&a.member_id, 1, 7)),
+        ErrorCode::RebalanceInProgress
+    );
     let a2 = h.join(&a.member_id, "app", 7);
     let a2 = h.joined(a2);
     assert_eq!(a2.generation_id, 2);
     h.sync_round(&[a2], 4, 7);
 
-    let rows = h
-        .c
-        .leave("g", &[a.member_id.clone(), "ghost".to_string()], h.at(8))
-        .expect("leave");
+    let rows =
+        h.c.leave("g", &[a.member_id.clone(), "ghost".to_string()], h.at(8))
+            .expect("leave");
     assert!(rows[0].error.is_none());
-    assert_eq!(rows[1].error.as_ref().map(BrokerError::code), Some(ErrorCode::UnknownMemberId));
+    assert_eq!(
+        rows[1].error.as_ref().map(BrokerError::code),
+        Some(ErrorCode::UnknownMemberId)
+    );
     let described = h.c.describe_group("g");
     assert_eq!(described.state, GroupState::Empty);
     assert!(described.members.is_empty() && described.leader.is_none());
-    assert_eq!(described.generation_id, 3, "emptying the group is a generation too");
+    assert_eq!(
+        described.generation_id, 3,
+        "emptying the group is a generation too"
+    );
     assert_eq!(
         h.c.list_groups(&[GroupState::Empty]),
         vec![GroupListing {
@@ -288,9 +345,18 @@ fn leaving_while_parked_in_join_answers_the_join_unknown_member() {
 fn stale_generation_and_unknown_member_get_kafka_error_codes() {
     let mut h = Harness::new(secs(3));
     let (a, _b) = stable_pair(&mut h);
-    assert_eq!(code(h.heartbeat(&a.member_id, 0, 7)), ErrorCode::IllegalGeneration);
-    assert_eq!(code(h.heartbeat("nobody", 1, 7)), ErrorCode::UnknownMemberId);
-    assert_eq!(code(h.c.heartbeat("nogroup", "x", 1, h.at(7))), ErrorCode::UnknownMemberId);
+    assert_eq!(
+        code(h.heartbeat(&a.member_id, 0, 7)),
+        ErrorCode::IllegalGeneration
+    );
+    assert_eq!(
+        code(h.heartbeat("nobody", 1, 7)),
+        ErrorCode::UnknownMemberId
+    );
+    assert_eq!(
+        code(h.c.heartbeat("nogroup", "x", 1, h.at(7))),
+        ErrorCode::UnknownMemberId
+    );
     let stale = h.c.sync("g", &a.member_id, 5, Vec::new(), h.at(7));
     assert_eq!(code(stale), ErrorCode::IllegalGeneration);
     assert_eq!(
@@ -314,10 +380,16 @@ fn stale_generation_and_unknown_member_get_kafka_error_codes() {
 
     let mut other_type = request("g", "", "app", &["orders"]);
     other_type.protocol_type = "connect".to_string();
-    assert_eq!(code(h.join_with(other_type, 7)), ErrorCode::InconsistentGroupProtocol);
+    assert_eq!(
+        code(h.join_with(other_type, 7)),
+        ErrorCode::InconsistentGroupProtocol
+    );
     let mut other_protocol = request("g", "", "app", &["orders"]);
     other_protocol.protocols[0].name = "sticky".to_string();
-    assert_eq!(code(h.join_with(other_protocol, 7)), ErrorCode::InconsistentGroupProtocol);
+    assert_eq!(
+        code(h.join_with(other_protocol, 7)),
+        ErrorCode::InconsistentGroupProtocol
+    );
     assert_eq!(
         code(h.join_with(request("", "", "app", &["orders"]), 7)),
         ErrorCode::InvalidGroupId
@@ -335,9 +407,11 @@ fn stale_generation_and_unknown_member_get_kafka_error_codes() {
 fn commit_validation_follows_kafka_rules() {
     let mut h = Harness::new(secs(3));
     // Simple consumers: generation -1 and no member id, on a group with no members.
-    h.c.validate_commit("simple", "", -1, h.at(0)).expect("simple commit");
+    h.c.validate_commit("simple", "", -1, h.at(0))
+        .expect("simple commit");
     assert_eq!(h.c.describe_group("simple").state, GroupState::Empty);
-    h.c.validate_commit("simple", "", -1, h.at(0)).expect("again");
+    h.c.validate_commit("simple", "", -1, h.at(0))
+        .expect("again");
     assert_eq!(
         code(h.c.validate_commit("nogroup", "m", 3, h.at(0))),
         ErrorCode::IllegalGeneration
@@ -353,7 +427,8 @@ fn commit_validation_follows_kafka_rules() {
         ErrorCode::UnknownMemberId,
         "only members commit to a group with members"
     );
-    h.c.validate_commit("g", &a.member_id, 1, h.at(7)).expect("member commit");
+    h.c.validate_commit("g", &a.member_id, 1, h.at(7))
+        .expect("member commit");
     assert_eq!(
         code(h.c.validate_commit("g", &a.member_id, 0, h.at(7))),
         ErrorCode::IllegalGeneration
@@ -365,17 +440,22 @@ fn commit_validation_follows_kafka_rules() {
 
     // A commit counts as a heartbeat: b commits instead of heartbeating and survives.
     h.heartbeat(&a.member_id, 1, 12).expect("hb");
-    h.c.validate_commit("g", &b.member_id, 1, h.at(12)).expect("commit");
+    h.c.validate_commit("g", &b.member_id, 1, h.at(12))
+        .expect("commit");
     h.tick(20);
     assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
 
     // While preparing a rebalance the old generation may still commit (revocation);
     // once joins completed, the member must finish the rebalance first.
     h.join("", "late", 21);
-    h.c.validate_commit("g", &a.member_id, 1, h.at(21)).expect("commit while preparing");
+    h.c.validate_commit("g", &a.member_id, 1, h.at(21))
+        .expect("commit while preparing");
     h.join(&a.member_id, "app", 21);
     h.join(&b.member_id, "app", 21);
-    assert_eq!(h.c.describe_group("g").state, GroupState::CompletingRebalance);
+    assert_eq!(
+        h.c.describe_group("g").state,
+        GroupState::CompletingRebalance
+    );
     assert_eq!(
         code(h.c.validate_commit("g", &a.member_id, 2, h.at(21))),
         ErrorCode::RebalanceInProgress
@@ -391,7 +471,10 @@ fn members_that_do_not_rejoin_are_evicted_at_the_rebalance_timeout() {
     // b keeps heartbeating but never rejoins; the join phase ends at 10 + 30 s.
     for s in [12, 20, 28, 36] {
         h.tick(s);
-        assert_eq!(code(h.heartbeat(&b.member_id, 1, s)), ErrorCode::RebalanceInProgress);
+        assert_eq!(
+            code(h.heartbeat(&b.member_id, 1, s)),
+            ErrorCode::RebalanceInProgress
+        );
     }
     h.tick(39);
     assert!(h.joins.is_empty());
@@ -399,7 +482,10 @@ fn members_that_do_not_rejoin_are_evicted_at_the_rebalance_timeout() {
     let (a2, c) = (h.joined(a2), h.joined(c));
     assert_eq!((a2.generation_id, c.generation_id), (2, 2));
     assert_eq!(a2.members.len(), 2);
-    assert_eq!(code(h.heartbeat(&b.member_id, 2, 41)), ErrorCode::UnknownMemberId);
+    assert_eq!(
+        code(h.heartbeat(&b.member_id, 2, 41)),
+        ErrorCode::UnknownMemberId
+    );
 }
 
 #[test]
@@ -409,10 +495,9 @@ fn leader_that_never_syncs_is_removed_and_the_follower_leads_next() {
     let b = h.join("", "app", 1);
     h.tick(6);
     let (a, b) = (h.joined(a), h.joined(b));
-    let SyncOutcome::Pending(tb) = h
-        .c
-        .sync("g", &b.member_id, 1, Vec::new(), h.at(7))
-        .expect("sync")
+    let SyncOutcome::Pending(tb) =
+        h.c.sync("g", &b.member_id, 1, Vec::new(), h.at(7))
+            .expect("sync")
     else {
         panic!("follower waits");
     };
@@ -420,13 +505,17 @@ fn leader_that_never_syncs_is_removed_and_the_follower_leads_next() {
     // (30 s) after the join completed at 6 s.
     for s in [10, 15, 20, 25, 30, 35] {
         h.tick(s);
-        h.heartbeat(&a.member_id, 1, s).expect("heartbeat in CompletingRebalance");
+        h.heartbeat(&a.member_id, 1, s)
+            .expect("heartbeat in CompletingRebalance");
     }
     assert!(h.syncs.is_empty());
     h.tick(36);
     let answer = h.syncs.remove(&tb).expect("parked sync answered");
     assert_eq!(code(answer), ErrorCode::RebalanceInProgress);
-    assert_eq!(code(h.heartbeat(&a.member_id, 1, 37)), ErrorCode::UnknownMemberId);
+    assert_eq!(
+        code(h.heartbeat(&a.member_id, 1, 37)),
+        ErrorCode::UnknownMemberId
+    );
     let b2 = h.join(&b.member_id, "app", 37);
     let b2 = h.joined(b2);
     assert!(b2.is_leader() && b2.generation_id == 2);
@@ -444,7 +533,10 @@ fn stable_follower_rejoin_is_answered_at_once_but_leader_rejoin_rebalances() {
     assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
     let again = h.join(&a.member_id, "app", 7);
     assert!(matches!(again, JoinOutcome::Pending(_)));
-    assert_eq!(h.c.describe_group("g").state, GroupState::PreparingRebalance);
+    assert_eq!(
+        h.c.describe_group("g").state,
+        GroupState::PreparingRebalance
+    );
 }
 
 #[test]
@@ -455,7 +547,10 @@ fn resent_join_supersedes_the_parked_one() {
         panic!("leader rejoin waits");
     };
     let second = h.join(&a.member_id, "app", 8);
-    assert_eq!(code(h.joins.remove(&first).expect("answered")), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        code(h.joins.remove(&first).expect("answered")),
+        ErrorCode::RebalanceInProgress
+    );
     h.join(&b.member_id, "app", 8);
     assert_eq!(h.joined(second).generation_id, 2);
 }
@@ -479,7 +574,10 @@ fn protocol_vote_picks_the_one_every_member_supports() {
     let ra2 = h.join_with(a, 1).expect("rejoin");
     let ra2 = h.joined(ra2);
     assert_eq!(ra2.generation_id, 2);
-    assert_eq!(ra2.protocol_name, "roundrobin", "the only protocol both support");
+    assert_eq!(
+        ra2.protocol_name, "roundrobin",
+        "the only protocol both support"
+    );
 }
 
 #[test]
@@ -501,8 +599,9 @@ fn member_id_required_then_join_with_the_given_id() {
     // An id handed out but never used lapses after the session timeout.
     let mut other = request("g", "", "ghost", &["orders"]);
     other.require_known_member_id = true;
-    let BrokerError::MemberIdRequired { member_id: ghost, .. } =
-        h.join_with(other, 2).expect_err("required")
+    let BrokerError::MemberIdRequired {
+        member_id: ghost, ..
+    } = h.join_with(other, 2).expect_err("required")
     else {
         panic!("wrong variant");
     };
@@ -521,7 +620,10 @@ fn unloading_answers_parked_requests_not_coordinator() {
     };
     h.c.unload_all();
     h.collect();
-    assert_eq!(code(h.joins.remove(&t).expect("answered")), ErrorCode::NotCoordinator);
+    assert_eq!(
+        code(h.joins.remove(&t).expect("answered")),
+        ErrorCode::NotCoordinator
+    );
     assert!(h.c.list_groups(&[]).is_empty());
     assert_eq!(h.c.describe_group("g").state, GroupState::Dead);
 }
@@ -533,7 +635,8 @@ fn only_an_empty_group_can_be_deleted() {
     let (a, b) = stable_pair(&mut h);
     let err = h.c.delete_group("g").expect_err("has members");
     assert_eq!(err.code(), ErrorCode::NonEmptyGroup);
-    h.c.leave("g", &[a.member_id, b.member_id], h.at(7)).expect("leave");
+    h.c.leave("g", &[a.member_id, b.member_id], h.at(7))
+        .expect("leave");
     h.c.delete_group("g").expect("empty group deleted");
     assert!(h.c.list_groups(&[]).is_empty());
 }
@@ -578,6 +681,8 @@ enum Op {
     Heartbeat(usize),
     Leave(usize),
     Advance(u64),
+    /// Every joined member syncs, followers first: the common path to Stable.
+    SyncAll,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -587,6 +692,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize).prop_map(Op::Heartbeat),
         1 => (0..4usize).prop_map(Op::Leave),
         3 => (0..20_000u64).prop_map(Op::Advance),
+        2 => Just(Op::SyncAll),
     ]
 }
 
@@ -623,11 +729,33 @@ fn check_invariants(c: &GroupCoordinator, last_generation: &mut i32) {
     if d.state == GroupState::Stable {
         let mut seen = BTreeSet::new();
         for m in &d.members {
-            assert!(!m.assignment.is_empty(), "member {} has no assignment", m.member_id);
-            for tp in Assignment::decode(&m.assignment).expect("decodes").partitions {
+            assert!(
+                !m.assignment.is_empty(),
+                "member {} has no assignment",
+                m.member_id
+            );
+            for tp in Assignment::decode(&m.assignment)
+                .expect("decodes")
+                .partitions
+            {
                 assert!(seen.insert(tp.clone()), "{tp:?} assigned twice");
             }
         }
+    }
+}
+
+fn sync_slot(c: &mut GroupCoordinator, slot: &mut Slot, now: Instant) {
+    let Some(r) = slot.joined.clone() else {
+        return;
+    };
+    let plan = if r.is_leader() {
+        assign_group(&RoundRobinAssignor, &r.members, &topics()).expect("assign")
+    } else {
+        Vec::new()
+    };
+    match c.sync("g", &r.member_id, r.generation_id, plan, now) {
+        Ok(SyncOutcome::Pending(t)) => slot.sync_ticket = Some(t),
+        Ok(SyncOutcome::Ready(_)) | Err(_) => {}
     }
 }
 
@@ -653,8 +781,10 @@ fn run_ops(ops: Vec<Op>) {
                     &format!("c{i}"),
                     SLOT_TOPICS[i],
                 );
-                req.protocols
-                    .push(Protocol::new("roundrobin", req.protocols[0].metadata.clone()));
+                req.protocols.push(Protocol::new(
+                    "roundrobin",
+                    req.protocols[0].metadata.clone(),
+                ));
                 req.protocols.swap(0, 1);
                 match c.join(req, now) {
                     Ok(JoinOutcome::Ready(r)) => {
@@ -674,18 +804,12 @@ fn run_ops(ops: Vec<Op>) {
                     }
                 }
             }
-            Op::Sync(i) => {
-                let Some(r) = slots[i].joined.clone() else {
-                    continue;
-                };
-                let plan = if r.is_leader() {
-                    assign_group(&RoundRobinAssignor, &r.members, &topics()).expect("assign")
-                } else {
-                    Vec::new()
-                };
-                match c.sync("g", &r.member_id, r.generation_id, plan, now) {
-                    Ok(SyncOutcome::Pending(t)) => slots[i].sync_ticket = Some(t),
-                    Ok(SyncOutcome::Ready(_)) | Err(_) => {}
+            Op::Sync(i) => sync_slot(&mut c, &mut slots[i], now),
+            Op::SyncAll => {
+                let mut order: Vec<usize> = (0..slots.len()).collect();
+                order.sort_by_key(|&i| slots[i].joined.as_ref().is_some_and(|r| r.is_leader()));
+                for i in order {
+                    sync_slot(&mut c, &mut slots[i], now);
                 }
             }
             Op::Heartbeat(i) => {
@@ -705,7 +829,11 @@ fn run_ops(ops: Vec<Op>) {
             }
         }
         for done in c.take_completions() {
-            assert!(answered.insert(done.ticket), "ticket {:?} answered twice", done.ticket);
+            assert!(
+                answered.insert(done.ticket),
+                "ticket {:?} answered twice",
+                done.ticket
+            );
             let Some(i) = slots.iter().position(|s| {
                 s.join_ticket == Some(done.ticket) || s.sync_ticket == Some(done.ticket)
             }) else {

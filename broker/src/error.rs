@@ -71,6 +71,8 @@ pub enum ErrorCode {
     GroupIdNotFound = 69,
     /// A new member must rejoin with the member id the coordinator handed out (KIP-394).
     MemberIdRequired = 79,
+    /// The group already has as many members as the coordinator allows.
+    GroupMaxSizeReached = 81,
 }
 
 impl ErrorCode {
@@ -106,6 +108,7 @@ impl ErrorCode {
         ErrorCode::NonEmptyGroup,
         ErrorCode::GroupIdNotFound,
         ErrorCode::MemberIdRequired,
+        ErrorCode::GroupMaxSizeReached,
     ];
 
     /// The number sent on the wire.
@@ -438,6 +441,16 @@ pub enum BrokerError {
         /// The group asked for.
         group: String,
     },
+    /// A new member asked to join a group that is full. State: nothing changed.
+    #[error(
+        "group {group:?} is full ({max} members); stop a consumer or raise the coordinator's max group size"
+    )]
+    GroupMaxSizeReached {
+        /// The group.
+        group: String,
+        /// The configured maximum.
+        max: usize,
+    },
     /// The group still has members, so it cannot be deleted. State: nothing changed.
     #[error("group {group:?} still has {members} member(s); stop its consumers before deleting it")]
     NonEmptyGroup {
@@ -489,6 +502,7 @@ impl BrokerError {
             BrokerError::MemberIdRequired { .. } => ErrorCode::MemberIdRequired,
             BrokerError::GroupNotFound { .. } => ErrorCode::GroupIdNotFound,
             BrokerError::NonEmptyGroup { .. } => ErrorCode::NonEmptyGroup,
+            BrokerError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
         }
     }
 

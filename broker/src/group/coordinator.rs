@@ -29,13 +29,17 @@ struct Member {
     awaiting_join: Option<Ticket>,
     /// A parked SyncGroup of this member.
     awaiting_sync: Option<Ticket>,
+    /// Until its first join completes: when the member is dropped if that join still waits.
+    new_member_deadline: Option<Instant>,
 }
 
 impl Member {
     /// When the session runs out. A member parked in join or sync is kept alive, as Kafka
     /// does: the rebalance timeout bounds those waits instead.
     fn session_deadline(&self) -> Option<Instant> {
-        if self.awaiting_join.is_some() || self.awaiting_sync.is_some() {
+        if self.new_member_deadline.is_some() {
+            self.new_member_deadline
+        } else if self.awaiting_join.is_some() || self.awaiting_sync.is_some() {
             None
         } else {
             Some(self.last_heartbeat + self.session_timeout)
@@ -417,6 +421,7 @@ impl Group {
             let response = self.join_response(&self.members[i]);
             let m = &mut self.members[i];
             m.last_heartbeat = now;
+            m.new_member_deadline = None;
             if let Some(ticket) = m.awaiting_join.take() {
                 out.push(Completion {
                     ticket,
@@ -496,7 +501,7 @@ impl Group {
                 }
             }
             Due::Session(id) => {
-                tracing::info!(group = %self.id, member = %id, "member session expired");
+                tracing::info!(group = %self.id, member = %id, "member session expired (or its first join waited too long)");
                 self.remove_member(&id, at, config, out);
             }
         }
@@ -659,6 +664,12 @@ impl GroupCoordinator {
         }
         group.supports_protocols(&req.protocol_type, &req.protocols, &req.member_id)?;
         let out = &mut self.outbox;
+        if new_id.is_some() && group.members.len() >= config.max_group_size {
+            return Err(BrokerError::GroupMaxSizeReached {
+                group: group.id.clone(),
+                max: config.max_group_size,
+            });
+        }
         if let Some(id) = new_id {
             if req.require_known_member_id {
                 group
@@ -1085,6 +1096,7 @@ fn add_member_and_rebalance(
         last_heartbeat: now,
         awaiting_join: Some(ticket),
         awaiting_sync: None,
+        new_member_deadline: Some(now + config.new_member_join_timeout),
     });
     if group.state == GroupState::PreparingRebalance
         && group.generation == 0

@@ -88,6 +88,13 @@ pub struct GroupConfig {
     /// completes (`group.initial.rebalance.delay.ms`), so that a fleet of consumers starting
     /// together gets one generation instead of one per member. Zero turns it off.
     pub initial_rebalance_delay: Duration,
+    /// Most members a group may have (`group.max.size`); a new member beyond it gets
+    /// GROUP_MAX_SIZE_REACHED.
+    pub max_group_size: usize,
+    /// How long a new member's first join may wait before it is dropped: its client may
+    /// have given up and retried, and a dropped socket is not visible to the coordinator
+    /// (Kafka's fixed 5 minutes, `NewMemberJoinTimeoutMs`).
+    pub new_member_join_timeout: Duration,
 }
 
 impl Default for GroupConfig {
@@ -96,6 +103,8 @@ impl Default for GroupConfig {
             min_session_timeout: Duration::from_secs(6),
             max_session_timeout: Duration::from_secs(30 * 60),
             initial_rebalance_delay: Duration::from_secs(3),
+            max_group_size: usize::MAX,
+            new_member_join_timeout: Duration::from_secs(5 * 60),
         }
     }
 }

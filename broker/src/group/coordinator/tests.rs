@@ -666,6 +666,7 @@ fn group_error_codes_cross_the_wire_unchanged() {
         (ErrorCode::NonEmptyGroup, 68),
         (ErrorCode::GroupIdNotFound, 69),
         (ErrorCode::MemberIdRequired, 79),
+        (ErrorCode::GroupMaxSizeReached, 81),
     ] {
         assert_eq!(c.as_i32(), n);
         assert_eq!(ErrorCode::from_i32(n), c);
@@ -882,4 +883,51 @@ fn assignors_never_assign_a_partition_twice_in_a_group_run() {
         ops.push(Op::Advance(1_000));
     }
     run_ops(ops);
+}
+
+#[test]
+fn a_full_group_refuses_new_members_with_group_max_size_reached() {
+    let config = GroupConfig {
+        initial_rebalance_delay: Duration::ZERO,
+        max_group_size: 1,
+        ..GroupConfig::default()
+    };
+    let mut c = GroupCoordinator::new(config, 1);
+    let now = Instant::now();
+    let first = c
+        .join(request("g", "", "a", &["orders"]), now)
+        .expect("join");
+    let JoinOutcome::Ready(first) = first else {
+        panic!("alone and no initial delay: ready at once");
+    };
+    let err = c
+        .join(request("g", "", "b", &["orders"]), now)
+        .expect_err("full");
+    assert_eq!(err.code(), ErrorCode::GroupMaxSizeReached);
+    // The member already in the group may still rejoin.
+    c.join(request("g", &first.member_id, "a", &["orders"]), now)
+        .expect("rejoin");
+}
+
+#[test]
+fn a_new_members_join_is_dropped_after_the_new_member_timeout() {
+    let mut h = Harness::new(Duration::ZERO);
+    let mut slow = request("g", "", "slow", &["orders"]);
+    slow.rebalance_timeout = secs(600);
+    let a = h.join_with(slow, 0).expect("join");
+    let a = h.joined(a);
+    h.sync_round(std::slice::from_ref(&a), 2, 0);
+    let JoinOutcome::Pending(tb) = h.join("", "new", 1) else {
+        panic!("waits for a to rejoin");
+    };
+    // a heartbeats but never rejoins; the join phase would last 600 s.
+    for s in (5..=300).step_by(5) {
+        h.tick(s);
+        assert!(h.joins.is_empty(), "still waiting at {s} s");
+        let _ = h.heartbeat(&a.member_id, 1, s);
+    }
+    h.tick(301);
+    let answer = h.joins.remove(&tb).expect("new member's join answered");
+    assert_eq!(code(answer), ErrorCode::UnknownMemberId);
+    assert_eq!(h.c.describe_group("g").members.len(), 1);
 }

@@ -494,7 +494,8 @@ impl Group {
                 _ => self.complete_join(at, out),
             },
             Due::Sync => {
-                let missing: Vec<String> = self.pending_sync.iter().cloned().collect();
+                let missing = std::mem::take(&mut self.pending_sync);
+                self.sync_deadline = None;
                 tracing::info!(group = %self.id, generation = self.generation, ?missing, "members did not sync within the rebalance timeout; removing them");
                 for id in missing {
                     self.remove_member(&id, at, config, out);

@@ -745,7 +745,12 @@ fn check_invariants(c: &GroupCoordinator, last_generation: &mut i32) {
     }
 }
 
-fn sync_slot(c: &mut GroupCoordinator, slot: &mut Slot, now: Instant) {
+fn sync_slot(
+    c: &mut GroupCoordinator,
+    slot: &mut Slot,
+    now: Instant,
+    parked: &mut BTreeSet<Ticket>,
+) {
     let Some(r) = slot.joined.clone() else {
         return;
     };
@@ -755,7 +760,10 @@ fn sync_slot(c: &mut GroupCoordinator, slot: &mut Slot, now: Instant) {
         Vec::new()
     };
     match c.sync("g", &r.member_id, r.generation_id, plan, now) {
-        Ok(SyncOutcome::Pending(t)) => slot.sync_ticket = Some(t),
+        Ok(SyncOutcome::Pending(t)) => {
+            parked.insert(t);
+            slot.sync_ticket = Some(t);
+        }
         Ok(SyncOutcome::Ready(_)) | Err(_) => {}
     }
 }
@@ -772,8 +780,22 @@ fn run_ops(ops: Vec<Op>) {
     let mut now = t0;
     let mut slots: Vec<Slot> = vec![Slot::default(); 4];
     let mut answered: BTreeSet<Ticket> = BTreeSet::new();
+    let mut parked: BTreeSet<Ticket> = BTreeSet::new();
     let mut last_generation = 0;
-    for op in ops {
+    for op in ops.into_iter().map(Some).chain([None]) {
+        let Some(op) = op else {
+            // At the end the coordinator resigns: every parked request must get an answer.
+            c.unload_all();
+            for done in c.take_completions() {
+                assert!(
+                    answered.insert(done.ticket),
+                    "ticket {:?} answered twice",
+                    done.ticket
+                );
+            }
+            assert_eq!(parked, answered, "parked requests and answers differ");
+            break;
+        };
         match op {
             Op::Join(i) => {
                 let mut req = request(
@@ -793,6 +815,7 @@ fn run_ops(ops: Vec<Op>) {
                         slots[i].joined = Some(r);
                     }
                     Ok(JoinOutcome::Pending(t)) => {
+                        parked.insert(t);
                         slots[i].join_ticket = Some(t);
                         if slots[i].id.is_none() {
                             let d = c.describe_group("g");
@@ -805,12 +828,12 @@ fn run_ops(ops: Vec<Op>) {
                     }
                 }
             }
-            Op::Sync(i) => sync_slot(&mut c, &mut slots[i], now),
+            Op::Sync(i) => sync_slot(&mut c, &mut slots[i], now, &mut parked),
             Op::SyncAll => {
                 let mut order: Vec<usize> = (0..slots.len()).collect();
                 order.sort_by_key(|&i| slots[i].joined.as_ref().is_some_and(|r| r.is_leader()));
                 for i in order {
-                    sync_slot(&mut c, &mut slots[i], now);
+                    sync_slot(&mut c, &mut slots[i], now, &mut parked);
                 }
             }
             Op::Heartbeat(i) => {

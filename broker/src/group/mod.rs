@@ -27,6 +27,30 @@
 //!
 //! Group offsets are stored by the broker's metadata store; the coordinator only decides
 //! whether a commit is allowed ([`GroupCoordinator::validate_commit`]).
+//!
+//! A shell in a few lines (one member, so its join completes at once):
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use broker::group::assignor::{assign_group, RangeAssignor, Subscription};
+//! use broker::group::{GroupConfig, GroupCoordinator, JoinOutcome, JoinRequest, Protocol, SyncOutcome};
+//!
+//! let config = GroupConfig { initial_rebalance_delay: Duration::ZERO, ..GroupConfig::default() };
+//! let mut coordinator = GroupCoordinator::new(config, 42);
+//! let now = Instant::now();
+//! let subscription = Subscription::new(["orders"]).encode(1).unwrap();
+//! let mut join = JoinRequest::new("billing", "consumer-1");
+//! join.protocols = vec![Protocol::new("range", subscription)];
+//! let JoinOutcome::Ready(joined) = coordinator.join(join, now).unwrap() else { unreachable!() };
+//! for done in coordinator.take_completions() { /* answer done.ticket's request */ }
+//! // The leader assigns (client side) and sends the plan with its sync.
+//! let topics = [("orders".to_string(), 3)].into_iter().collect();
+//! let plan = assign_group(&RangeAssignor, &joined.members, &topics).unwrap();
+//! let synced = coordinator.sync("billing", &joined.member_id, joined.generation_id, plan, now).unwrap();
+//! assert!(matches!(synced, SyncOutcome::Ready(_)));
+//! // Tick when the next timer is due.
+//! if let Some(at) = coordinator.next_deadline() { coordinator.tick(at); }
+//! ```
 
 pub mod assignor;
 mod coordinator;

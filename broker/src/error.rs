@@ -73,6 +73,8 @@ pub enum ErrorCode {
     MemberIdRequired = 79,
     /// The group already has as many members as the coordinator allows.
     GroupMaxSizeReached = 81,
+    /// Another client uses the same static member id (group.instance.id).
+    FencedInstanceId = 82,
 }
 
 impl ErrorCode {
@@ -109,6 +111,7 @@ impl ErrorCode {
         ErrorCode::GroupIdNotFound,
         ErrorCode::MemberIdRequired,
         ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
     ];
 
     /// The number sent on the wire.
@@ -451,6 +454,19 @@ pub enum BrokerError {
         /// The configured maximum.
         max: usize,
     },
+    /// A static member (KIP-345) was replaced by a newer client with the same
+    /// `group.instance.id`; the older one must stop. State: nothing changed.
+    #[error(
+        "member {member_id:?} of group {group:?} was fenced: another client joined with group.instance.id {instance_id:?}; give each consumer its own instance id"
+    )]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The static instance id.
+        instance_id: String,
+        /// The member id the fenced client used.
+        member_id: String,
+    },
     /// The group still has members, so it cannot be deleted. State: nothing changed.
     #[error("group {group:?} still has {members} member(s); stop its consumers before deleting it")]
     NonEmptyGroup {
@@ -503,6 +519,7 @@ impl BrokerError {
             BrokerError::GroupNotFound { .. } => ErrorCode::GroupIdNotFound,
             BrokerError::NonEmptyGroup { .. } => ErrorCode::NonEmptyGroup,
             BrokerError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+            BrokerError::FencedInstanceId { .. } => ErrorCode::FencedInstanceId,
         }
     }
 

@@ -112,7 +112,14 @@ fn rebalance(
             Vec::new()
         };
         match c
-            .sync("billing", &r.member_id, r.generation_id, plan, tick_at)
+            .sync(
+                "billing",
+                &r.member_id,
+                None,
+                r.generation_id,
+                plan,
+                tick_at,
+            )
             .unwrap()
         {
             SyncOutcome::Ready(s) => consumers[i].partitions = partitions(&s.assignment),
@@ -148,20 +155,23 @@ fn survivor_takes_over_every_partition_after_a_consumer_dies() {
     for s in [9, 12, 15] {
         c.tick(at(s));
         replies.deliver(&mut c);
-        c.heartbeat("billing", &a.member_id, 1, at(s)).unwrap();
-        c.validate_commit("billing", &a.member_id, 1, at(s))
+        c.heartbeat("billing", &a.member_id, None, 1, at(s))
+            .unwrap();
+        c.validate_commit("billing", &a.member_id, None, 1, at(s))
             .unwrap();
     }
     c.tick(at(17));
-    let err = c.heartbeat("billing", &a.member_id, 1, at(17)).unwrap_err();
+    let err = c
+        .heartbeat("billing", &a.member_id, None, 1, at(17))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::RebalanceInProgress);
 
     rebalance(&mut c, &mut replies, &mut [&mut a], at(17), at(17));
     assert_eq!(a.joined.as_ref().unwrap().generation_id, 2);
     assert_eq!(a.partitions, vec![0, 1, 2, 3, 4, 5]);
-    c.validate_commit("billing", &a.member_id, 2, at(18))
+    c.validate_commit("billing", &a.member_id, None, 2, at(18))
         .expect("the survivor commits in the new generation");
-    let refused = c.validate_commit("billing", &b.member_id, 1, at(18));
+    let refused = c.validate_commit("billing", &b.member_id, None, 1, at(18));
     assert_eq!(refused.unwrap_err().code(), ErrorCode::UnknownMemberId);
     let listed = c.list_groups(&[]);
     assert_eq!(listed.len(), 1);

@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::{
     Completion, CompletionResponse, GroupConfig, GroupDescription, GroupListing, GroupState,
-    JoinMember, JoinOutcome, JoinRequest, JoinResponse, MemberDescription, MemberLeave, Protocol,
-    SyncOutcome, SyncResponse, Ticket,
+    JoinMember, JoinOutcome, JoinRequest, JoinResponse, LeaveMember, MemberDescription,
+    MemberLeave, Protocol, SyncOutcome, SyncResponse, Ticket,
 };
 use crate::error::{BrokerError, Result};
 
@@ -17,6 +17,7 @@ use crate::error::{BrokerError, Result};
 #[derive(Debug)]
 struct Member {
     id: String,
+    instance_id: Option<String>,
     client_id: String,
     client_host: String,
     session_timeout: Duration,
@@ -84,6 +85,8 @@ struct Group {
     leader: Option<String>,
     /// In join order; the order is the leader's member list and the leader succession.
     members: Vec<Member>,
+    /// KIP-345: static instance id → its current member id.
+    static_members: BTreeMap<String, String>,
     /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, and when they lapse.
     pending_members: Vec<(String, Instant)>,
     join_deadline: Option<Instant>,
@@ -103,6 +106,7 @@ impl Group {
             protocol_name: None,
             leader: None,
             members: Vec::new(),
+            static_members: BTreeMap::new(),
             pending_members: Vec::new(),
             join_deadline: None,
             initial_delay: None,
@@ -123,6 +127,20 @@ impl Group {
         self.pending_members
             .iter()
             .position(|(id, _)| id == member_id)
+    }
+
+    /// KIP-345: the instance id belongs to a different (newer) member id.
+    fn check_fenced(&self, member_id: &str, instance_id: Option<&str>) -> Result<()> {
+        match instance_id.and_then(|i| self.static_members.get(i).map(|m| (i, m))) {
+            Some((instance, current)) if current != member_id => {
+                Err(BrokerError::FencedInstanceId {
+                    group: self.id.clone(),
+                    instance_id: instance.to_string(),
+                    member_id: member_id.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn is_leader(&self, member_id: &str) -> bool {
@@ -263,6 +281,7 @@ impl Group {
                     .iter()
                     .map(|m| JoinMember {
                         member_id: m.id.clone(),
+                        group_instance_id: m.instance_id.clone(),
                         metadata: m.metadata(&protocol),
                     })
                     .collect()
@@ -379,22 +398,34 @@ impl Group {
         }
     }
 
-    /// Ends the join phase: members that did not rejoin are evicted, the generation moves
-    /// on, and every parked join is answered.
+    /// Ends the join phase: dynamic members that did not rejoin are evicted (static ones
+    /// stay until their session expires), the generation moves on, and every parked join
+    /// is answered.
     fn complete_join(&mut self, now: Instant, out: &mut Vec<Completion>) {
         let (stay, gone): (Vec<Member>, Vec<Member>) = std::mem::take(&mut self.members)
             .into_iter()
-            .partition(|m| m.awaiting_join.is_some());
+            .partition(|m| m.awaiting_join.is_some() || m.instance_id.is_some());
         for m in &gone {
             tracing::info!(group = %self.id, member = %m.id, "member evicted: did not rejoin within the rebalance timeout");
         }
         self.members = stay;
-        let leader_joined = self
-            .leader
-            .as_deref()
-            .is_some_and(|l| self.members.iter().any(|m| m.id == l));
+        if !self.members.is_empty() && self.members.iter().all(|m| m.awaiting_join.is_none()) {
+            // Only static members that have not rejoined: wait another rebalance timeout
+            // (their sessions expire meanwhile if they are gone), as Kafka does.
+            self.join_deadline = Some(now + self.rebalance_timeout());
+            return;
+        }
+        let leader_joined = self.leader.as_deref().is_some_and(|l| {
+            self.members
+                .iter()
+                .any(|m| m.id == l && m.awaiting_join.is_some())
+        });
         if !leader_joined {
-            self.leader = self.members.first().map(|m| m.id.clone());
+            self.leader = self
+                .members
+                .iter()
+                .find(|m| m.awaiting_join.is_some())
+                .map(|m| m.id.clone());
         }
         self.join_deadline = None;
         self.initial_delay = None;
@@ -456,6 +487,9 @@ impl Group {
             });
         }
         self.pending_sync.remove(member_id);
+        if let Some(instance) = &member.instance_id {
+            self.static_members.remove(instance);
+        }
         if self.is_leader(member_id) {
             self.leader = self.members.first().map(|m| m.id.clone());
         }
@@ -663,8 +697,26 @@ impl GroupCoordinator {
                 group: group.id.clone(),
             });
         }
-        group.supports_protocols(&req.protocol_type, &req.protocols, &req.member_id)?;
+        let instance = req.group_instance_id.as_deref();
+        // KIP-345: a static member restarting with no member id takes its old place.
+        let replacing = match (&new_id, instance) {
+            (Some(_), Some(i)) => group.static_members.get(i).cloned(),
+            _ => None,
+        };
+        let joining = replacing.as_deref().unwrap_or(&req.member_id);
+        group.supports_protocols(&req.protocol_type, &req.protocols, joining)?;
         let out = &mut self.outbox;
+        if let (Some(new_id), Some(old_id)) = (&new_id, &replacing) {
+            let outcome =
+                replace_static_member(group, &req, old_id, new_id, ticket, now, &config, out);
+            if let Some(response) = outcome {
+                return Ok(JoinOutcome::Ready(response));
+            }
+            return match self.take_own(ticket) {
+                Some(CompletionResponse::Join(result)) => result.map(JoinOutcome::Ready),
+                Some(CompletionResponse::Sync(_)) | None => Ok(JoinOutcome::Pending(ticket)),
+            };
+        }
         if new_id.is_some() && group.members.len() >= config.max_group_size {
             return Err(BrokerError::GroupMaxSizeReached {
                 group: group.id.clone(),
@@ -672,7 +724,7 @@ impl GroupCoordinator {
             });
         }
         if let Some(id) = new_id {
-            if req.require_known_member_id {
+            if req.require_known_member_id && instance.is_none() {
                 group
                     .pending_members
                     .push((id.clone(), now + req.session_timeout));
@@ -695,7 +747,12 @@ impl GroupCoordinator {
                 out,
             );
         } else {
-            let Some(index) = group.member_index(&req.member_id) else {
+            group.check_fenced(&req.member_id, instance)?;
+            let instance_unknown = instance.is_some_and(|i| !group.static_members.contains_key(i));
+            let Some(index) = group
+                .member_index(&req.member_id)
+                .filter(|_| !instance_unknown)
+            else {
                 return Err(group.unknown_member(&req.member_id));
             };
             let unchanged = group.members[index].protocols == req.protocols;
@@ -735,6 +792,7 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
@@ -752,6 +810,7 @@ impl GroupCoordinator {
                 group: group.id.clone(),
             });
         }
+        group.check_fenced(member_id, group_instance_id)?;
         if group.member_index(member_id).is_none() {
             return Err(group.unknown_member(member_id));
         }
@@ -816,6 +875,7 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<()> {
@@ -831,6 +891,7 @@ impl GroupCoordinator {
                 group: group.id.clone(),
             });
         }
+        group.check_fenced(member_id, group_instance_id)?;
         if group.member_index(member_id).is_none() {
             return Err(group.unknown_member(member_id));
         }
@@ -848,23 +909,25 @@ impl GroupCoordinator {
 
     /// LeaveGroup for one or more members (v3+ batches them). Each member is removed
     /// at once and the group rebalances right away, without waiting for a session to run
-    /// out. Members the group does not know get UNKNOWN_MEMBER_ID in their row.
+    /// out. A static member may be named by instance id alone. Rows carry per-member
+    /// errors: UNKNOWN_MEMBER_ID, or FENCED_INSTANCE_ID for a stale static incarnation.
     pub fn leave(
         &mut self,
         group_id: &str,
-        member_ids: &[String],
+        members: &[LeaveMember],
         now: Instant,
     ) -> Result<Vec<MemberLeave>> {
         Self::check_group_id(group_id)?;
         let config = self.config.clone();
         let Some(group) = self.groups.get_mut(group_id) else {
-            return Ok(member_ids
+            return Ok(members
                 .iter()
-                .map(|id| MemberLeave {
-                    member_id: id.clone(),
+                .map(|m| MemberLeave {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
                     error: Some(BrokerError::UnknownMember {
                         group: group_id.to_string(),
-                        member_id: id.clone(),
+                        member_id: m.member_id.clone(),
                     }),
                 })
                 .collect());
@@ -874,21 +937,32 @@ impl GroupCoordinator {
                 group: group.id.clone(),
             });
         }
-        let mut results = Vec::with_capacity(member_ids.len());
-        for id in member_ids {
-            let error = if let Some(i) = group.pending_index(id) {
+        let mut results = Vec::with_capacity(members.len());
+        for leaving in members {
+            let instance = leaving.group_instance_id.as_deref();
+            let by_instance = instance.and_then(|i| group.static_members.get(i).cloned());
+            let error = if !leaving.member_id.is_empty()
+                && let Err(fenced) = group.check_fenced(&leaving.member_id, instance)
+            {
+                Some(fenced)
+            } else if let Some(i) = group.pending_index(&leaving.member_id) {
                 group.pending_members.remove(i);
                 group.try_complete_join(now, &mut self.outbox);
                 None
-            } else if group.member_index(id).is_some() {
+            } else if let Some(id) = by_instance.or_else(|| {
+                group
+                    .member_index(&leaving.member_id)
+                    .map(|_| leaving.member_id.clone())
+            }) {
                 tracing::info!(group = %group.id, member = %id, "member left the group");
-                group.remove_member(id, now, &config, &mut self.outbox);
+                group.remove_member(&id, now, &config, &mut self.outbox);
                 None
             } else {
-                Some(group.unknown_member(id))
+                Some(group.unknown_member(&leaving.member_id))
             };
             results.push(MemberLeave {
-                member_id: id.clone(),
+                member_id: leaving.member_id.clone(),
+                group_instance_id: leaving.group_instance_id.clone(),
                 error,
             });
         }
@@ -920,6 +994,7 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         member_id: &str,
+        group_instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<()> {
@@ -941,7 +1016,8 @@ impl GroupCoordinator {
                 group: group.id.clone(),
             });
         }
-        if generation >= 0 || !member_id.is_empty() {
+        if generation >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
+            group.check_fenced(member_id, group_instance_id)?;
             if group.member_index(member_id).is_none() {
                 return Err(group.unknown_member(member_id));
             }
@@ -1006,6 +1082,7 @@ impl GroupCoordinator {
                 .iter()
                 .map(|m| MemberDescription {
                     member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     session_timeout: m.session_timeout,
@@ -1086,7 +1163,13 @@ fn add_member_and_rebalance(
         group.leader = Some(member_id.clone());
     }
     tracing::info!(group = %group.id, member = %member_id, client_id = %req.client_id, "member joined");
+    if let Some(instance) = &req.group_instance_id {
+        group
+            .static_members
+            .insert(instance.clone(), member_id.clone());
+    }
     group.members.push(Member {
+        instance_id: req.group_instance_id.clone(),
         id: member_id,
         client_id: req.client_id.clone(),
         client_host: req.client_host.clone(),
@@ -1107,6 +1190,73 @@ fn add_member_and_rebalance(
     }
     group.maybe_prepare_rebalance(now, config, out);
     group.try_complete_join(now, out);
+}
+
+/// KIP-345: a static member rejoined without its member id (it restarted). Its old
+/// incarnation is fenced, the new member id takes over its place, and in Stable with
+/// unchanged protocols no rebalance happens: it is answered at once with the current
+/// generation, naming the previous leader id so that it does not recompute an assignment.
+/// Returns that immediate answer, or None if the join now waits for a rebalance.
+#[allow(clippy::too_many_arguments)]
+fn replace_static_member(
+    group: &mut Group,
+    req: &JoinRequest,
+    old_id: &str,
+    new_id: &str,
+    ticket: Ticket,
+    now: Instant,
+    config: &GroupConfig,
+    out: &mut Vec<Completion>,
+) -> Option<JoinResponse> {
+    let instance = req.group_instance_id.clone().unwrap_or_default();
+    let index = group.member_index(old_id)?;
+    let previous_leader = group.leader.clone().unwrap_or_default();
+    let fenced = || BrokerError::FencedInstanceId {
+        group: group.id.clone(),
+        instance_id: instance.clone(),
+        member_id: old_id.to_string(),
+    };
+    let (old_join, old_sync) = (
+        group.members[index].awaiting_join.take(),
+        group.members[index].awaiting_sync.take(),
+    );
+    if let Some(t) = old_join {
+        out.push(Completion {
+            ticket: t,
+            response: CompletionResponse::Join(Err(fenced())),
+        });
+    }
+    if let Some(t) = old_sync {
+        out.push(Completion {
+            ticket: t,
+            response: CompletionResponse::Sync(Err(fenced())),
+        });
+    }
+    tracing::info!(group = %group.id, instance = %instance, old = %old_id, new = %new_id, "static member rejoined with a new member id; old one fenced");
+    group.members[index].id = new_id.to_string();
+    group.static_members.insert(instance, new_id.to_string());
+    if group.is_leader(old_id) {
+        group.leader = Some(new_id.to_string());
+    }
+    if group.pending_sync.remove(old_id) {
+        group.pending_sync.insert(new_id.to_string());
+    }
+    let unchanged = group.members[index].protocols == req.protocols;
+    if group.state == GroupState::Stable && unchanged {
+        let m = &mut group.members[index];
+        m.last_heartbeat = now;
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        m.session_timeout = req.session_timeout;
+        m.rebalance_timeout = req.rebalance_timeout;
+        return Some(JoinResponse {
+            leader: previous_leader,
+            members: Vec::new(),
+            ..group.join_response(&group.members[index])
+        });
+    }
+    update_member_and_rebalance(group, index, req, ticket, now, config, out);
+    None
 }
 
 fn update_member_and_rebalance(

@@ -22,8 +22,8 @@
 //! Time is an argument (`now: Instant`) to every call, and member ids come from a seeded
 //! generator, so a test replays exactly. The states and transitions follow Kafka's
 //! `GroupCoordinator` / `GroupMetadata` (classic protocol, KIP-62 separate rebalance and
-//! session timeouts, KIP-394 member id required on first join, pending-sync expiry);
-//! static membership (KIP-345, `group.instance.id`) is not supported yet.
+//! session timeouts, KIP-345 static membership, KIP-394 member id required on first join,
+//! pending-sync expiry).
 //!
 //! Group offsets are stored by the broker's metadata store; the coordinator only decides
 //! whether a commit is allowed ([`GroupCoordinator::validate_commit`]).
@@ -46,7 +46,7 @@
 //! // The leader assigns (client side) and sends the plan with its sync.
 //! let topics = [("orders".to_string(), 3)].into_iter().collect();
 //! let plan = assign_group(&RangeAssignor, &joined.members, &topics).unwrap();
-//! let synced = coordinator.sync("billing", &joined.member_id, joined.generation_id, plan, now).unwrap();
+//! let synced = coordinator.sync("billing", &joined.member_id, None, joined.generation_id, plan, now).unwrap();
 //! assert!(matches!(synced, SyncOutcome::Ready(_)));
 //! // Tick when the next timer is due.
 //! if let Some(at) = coordinator.next_deadline() { coordinator.tick(at); }
@@ -160,6 +160,10 @@ pub struct JoinRequest {
     pub group_id: String,
     /// The member id from an earlier join, or "" for a new member.
     pub member_id: String,
+    /// KIP-345 static membership (`group.instance.id`): a consumer restarted with the same
+    /// instance id takes its old place without a rebalance, and is not evicted for missing
+    /// a rebalance, only when its session expires.
+    pub group_instance_id: Option<String>,
     /// The client's id; new member ids start with it.
     pub client_id: String,
     /// The client's host, shown by describe.
@@ -184,6 +188,7 @@ impl JoinRequest {
         JoinRequest {
             group_id: group_id.into(),
             member_id: String::new(),
+            group_instance_id: None,
             client_id: client_id.into(),
             client_host: String::new(),
             protocol_type: "consumer".to_string(),
@@ -200,6 +205,8 @@ impl JoinRequest {
 pub struct JoinMember {
     /// The member id.
     pub member_id: String,
+    /// Its static instance id, if any (assignors may use it for stable placement).
+    pub group_instance_id: Option<String>,
     /// The member's metadata for the selected protocol.
     pub metadata: Bytes,
 }
@@ -280,11 +287,33 @@ pub struct Completion {
     pub response: CompletionResponse,
 }
 
+/// One member named in a LeaveGroup request: by member id, or (static members) by
+/// instance id with or without the member id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveMember {
+    /// The member id, or "" to name a static member by instance id only.
+    pub member_id: String,
+    /// The static member's `group.instance.id`, if it has one.
+    pub group_instance_id: Option<String>,
+}
+
+impl LeaveMember {
+    /// A dynamic member, by member id.
+    pub fn dynamic(member_id: impl Into<String>) -> Self {
+        LeaveMember {
+            member_id: member_id.into(),
+            group_instance_id: None,
+        }
+    }
+}
+
 /// The result for one member of a LeaveGroup request (LeaveGroup v3+ answers per member).
 #[derive(Debug)]
 pub struct MemberLeave {
-    /// The member that asked to leave.
+    /// The member id named in the request.
     pub member_id: String,
+    /// The instance id named in the request.
+    pub group_instance_id: Option<String>,
     /// Why it could not leave, if it could not (UNKNOWN_MEMBER_ID).
     pub error: Option<BrokerError>,
 }
@@ -305,6 +334,8 @@ pub struct GroupListing {
 pub struct MemberDescription {
     /// The member id.
     pub member_id: String,
+    /// Its static instance id, if it is a static member.
+    pub group_instance_id: Option<String>,
     /// The client id it joined with.
     pub client_id: String,
     /// The host it joined from.

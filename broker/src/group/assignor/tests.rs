@@ -194,6 +194,7 @@ fn assign_group_decodes_subscriptions_and_encodes_assignments() {
         .iter()
         .map(|m| JoinMember {
             member_id: m.to_string(),
+            group_instance_id: None,
             metadata: Subscription::new(["t"]).encode(1).expect("encode"),
         })
         .collect();
@@ -214,6 +215,7 @@ fn assign_group_decodes_subscriptions_and_encodes_assignments() {
     );
     let bad = [JoinMember {
         member_id: "m3".into(),
+        group_instance_id: None,
         metadata: Bytes::from_static(&[1]),
     }];
     let err = assign_group(&RangeAssignor, &bad, &counts(&[])).expect_err("bad metadata");

@@ -91,7 +91,7 @@ impl Harness {
     }
 
     fn heartbeat(&mut self, member: &str, generation: i32, s: u64) -> Result<()> {
-        self.c.heartbeat("g", member, generation, self.at(s))
+        self.c.heartbeat("g", member, None, generation, self.at(s))
     }
 
     /// Followers sync first (they wait), then the leader sends the range assignment of
@@ -107,7 +107,14 @@ impl Harness {
         for r in joined.iter().filter(|r| !r.is_leader()) {
             let out = self
                 .c
-                .sync("g", &r.member_id, r.generation_id, Vec::new(), self.at(s))
+                .sync(
+                    "g",
+                    &r.member_id,
+                    None,
+                    r.generation_id,
+                    Vec::new(),
+                    self.at(s),
+                )
                 .expect("follower sync accepted");
             let SyncOutcome::Pending(t) = out else {
                 panic!("a follower's sync must wait for the leader");
@@ -121,6 +128,7 @@ impl Harness {
             .sync(
                 "g",
                 &leader.member_id,
+                None,
                 leader.generation_id,
                 plan,
                 self.at(s),
@@ -285,7 +293,7 @@ fn leave_rebalances_at_once_and_the_last_leave_empties_the_group() {
     let mut h = Harness::new(secs(3));
     let (a, b) = stable_pair(&mut h);
     let rows =
-        h.c.leave("g", std::slice::from_ref(&b.member_id), h.at(7))
+        h.c.leave("g", &[LeaveMember::dynamic(&b.member_id)], h.at(7))
             .expect("leave");
     assert!(rows[0].error.is_none());
     assert_eq!(
@@ -302,8 +310,15 @@ fn leave_rebalances_at_once_and_the_last_leave_empties_the_group() {
     h.sync_round(&[a2], 4, 7);
 
     let rows =
-        h.c.leave("g", &[a.member_id.clone(), "ghost".to_string()], h.at(8))
-            .expect("leave");
+        h.c.leave(
+            "g",
+            &[
+                LeaveMember::dynamic(&a.member_id),
+                LeaveMember::dynamic("ghost"),
+            ],
+            h.at(8),
+        )
+        .expect("leave");
     assert!(rows[0].error.is_none());
     assert_eq!(
         rows[1].error.as_ref().map(BrokerError::code),
@@ -335,7 +350,8 @@ fn leaving_while_parked_in_join_answers_the_join_unknown_member() {
         panic!("both wait in the initial delay");
     };
     let b_id = h.c.describe_group("g").members[1].member_id.clone();
-    h.c.leave("g", &[b_id], h.at(2)).expect("leave");
+    h.c.leave("g", &[LeaveMember::dynamic(b_id)], h.at(2))
+        .expect("leave");
     h.collect();
     let answer = h.joins.remove(&tb).expect("b's parked join is answered");
     assert_eq!(code(answer), ErrorCode::UnknownMemberId);
@@ -354,13 +370,13 @@ fn stale_generation_and_unknown_member_get_kafka_error_codes() {
         ErrorCode::UnknownMemberId
     );
     assert_eq!(
-        code(h.c.heartbeat("nogroup", "x", 1, h.at(7))),
+        code(h.c.heartbeat("nogroup", "x", None, 1, h.at(7))),
         ErrorCode::UnknownMemberId
     );
-    let stale = h.c.sync("g", &a.member_id, 5, Vec::new(), h.at(7));
+    let stale = h.c.sync("g", &a.member_id, None, 5, Vec::new(), h.at(7));
     assert_eq!(code(stale), ErrorCode::IllegalGeneration);
     assert_eq!(
-        code(h.c.sync("g", "nobody", 1, Vec::new(), h.at(7))),
+        code(h.c.sync("g", "nobody", None, 1, Vec::new(), h.at(7))),
         ErrorCode::UnknownMemberId
     );
     let rejoin_unknown = h.join_with(request("g", "nobody", "app", &["orders"]), 7);
@@ -398,7 +414,7 @@ fn stale_generation_and_unknown_member_get_kafka_error_codes() {
     // During a rebalance, sync is refused until the member rejoins.
     h.join("", "late", 8);
     assert_eq!(
-        code(h.c.sync("g", &a.member_id, 1, Vec::new(), h.at(8))),
+        code(h.c.sync("g", &a.member_id, None, 1, Vec::new(), h.at(8))),
         ErrorCode::RebalanceInProgress
     );
 }
@@ -407,40 +423,40 @@ fn stale_generation_and_unknown_member_get_kafka_error_codes() {
 fn commit_validation_follows_kafka_rules() {
     let mut h = Harness::new(secs(3));
     // Simple consumers: generation -1 and no member id, on a group with no members.
-    h.c.validate_commit("simple", "", -1, h.at(0))
+    h.c.validate_commit("simple", "", None, -1, h.at(0))
         .expect("simple commit");
     assert_eq!(h.c.describe_group("simple").state, GroupState::Empty);
-    h.c.validate_commit("simple", "", -1, h.at(0))
+    h.c.validate_commit("simple", "", None, -1, h.at(0))
         .expect("again");
     assert_eq!(
-        code(h.c.validate_commit("nogroup", "m", 3, h.at(0))),
+        code(h.c.validate_commit("nogroup", "m", None, 3, h.at(0))),
         ErrorCode::IllegalGeneration
     );
     assert_eq!(
-        code(h.c.validate_commit("simple", "m", 1, h.at(0))),
+        code(h.c.validate_commit("simple", "m", None, 1, h.at(0))),
         ErrorCode::UnknownMemberId
     );
 
     let (a, b) = stable_pair(&mut h);
     assert_eq!(
-        code(h.c.validate_commit("g", "", -1, h.at(7))),
+        code(h.c.validate_commit("g", "", None, -1, h.at(7))),
         ErrorCode::UnknownMemberId,
         "only members commit to a group with members"
     );
-    h.c.validate_commit("g", &a.member_id, 1, h.at(7))
+    h.c.validate_commit("g", &a.member_id, None, 1, h.at(7))
         .expect("member commit");
     assert_eq!(
-        code(h.c.validate_commit("g", &a.member_id, 0, h.at(7))),
+        code(h.c.validate_commit("g", &a.member_id, None, 0, h.at(7))),
         ErrorCode::IllegalGeneration
     );
     assert_eq!(
-        code(h.c.validate_commit("g", "nobody", 1, h.at(7))),
+        code(h.c.validate_commit("g", "nobody", None, 1, h.at(7))),
         ErrorCode::UnknownMemberId
     );
 
     // A commit counts as a heartbeat: b commits instead of heartbeating and survives.
     h.heartbeat(&a.member_id, 1, 12).expect("hb");
-    h.c.validate_commit("g", &b.member_id, 1, h.at(12))
+    h.c.validate_commit("g", &b.member_id, None, 1, h.at(12))
         .expect("commit");
     h.tick(20);
     assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
@@ -448,7 +464,7 @@ fn commit_validation_follows_kafka_rules() {
     // While preparing a rebalance the old generation may still commit (revocation);
     // once joins completed, the member must finish the rebalance first.
     h.join("", "late", 21);
-    h.c.validate_commit("g", &a.member_id, 1, h.at(21))
+    h.c.validate_commit("g", &a.member_id, None, 1, h.at(21))
         .expect("commit while preparing");
     h.join(&a.member_id, "app", 21);
     h.join(&b.member_id, "app", 21);
@@ -457,7 +473,7 @@ fn commit_validation_follows_kafka_rules() {
         GroupState::CompletingRebalance
     );
     assert_eq!(
-        code(h.c.validate_commit("g", &a.member_id, 2, h.at(21))),
+        code(h.c.validate_commit("g", &a.member_id, None, 2, h.at(21))),
         ErrorCode::RebalanceInProgress
     );
 }
@@ -496,7 +512,7 @@ fn leader_that_never_syncs_is_removed_and_the_follower_leads_next() {
     h.tick(6);
     let (a, b) = (h.joined(a), h.joined(b));
     let SyncOutcome::Pending(tb) =
-        h.c.sync("g", &b.member_id, 1, Vec::new(), h.at(7))
+        h.c.sync("g", &b.member_id, None, 1, Vec::new(), h.at(7))
             .expect("sync")
     else {
         panic!("follower waits");
@@ -635,8 +651,15 @@ fn only_an_empty_group_can_be_deleted() {
     let (a, b) = stable_pair(&mut h);
     let err = h.c.delete_group("g").expect_err("has members");
     assert_eq!(err.code(), ErrorCode::NonEmptyGroup);
-    h.c.leave("g", &[a.member_id, b.member_id], h.at(7))
-        .expect("leave");
+    h.c.leave(
+        "g",
+        &[
+            LeaveMember::dynamic(a.member_id),
+            LeaveMember::dynamic(b.member_id),
+        ],
+        h.at(7),
+    )
+    .expect("leave");
     h.c.delete_group("g").expect("empty group deleted");
     assert!(h.c.list_groups(&[]).is_empty());
 }
@@ -684,6 +707,13 @@ enum Op {
     Advance(u64),
     /// Every joined member syncs, followers first: the common path to Stable.
     SyncAll,
+    /// The static member (slot 3, instance `s3`) restarts: it joins without member id.
+    Restart,
+}
+
+/// Slot 3 is a static member (KIP-345); the others are dynamic.
+fn instance(i: usize) -> Option<&'static str> {
+    (i == 3).then_some("s3")
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -694,6 +724,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Leave),
         3 => (0..20_000u64).prop_map(Op::Advance),
         2 => Just(Op::SyncAll),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -718,6 +749,15 @@ fn check_invariants(c: &GroupCoordinator, last_generation: &mut i32) {
     }
     assert!(d.generation_id >= *last_generation, "generation went back");
     *last_generation = d.generation_id;
+    let instances: Vec<&str> = d
+        .members
+        .iter()
+        .filter_map(|m| m.group_instance_id.as_deref())
+        .collect();
+    assert!(
+        instances.len() <= 1,
+        "one static instance id, one member: {instances:?}"
+    );
     match d.state {
         GroupState::Empty => assert!(d.members.is_empty() && d.leader.is_none()),
         GroupState::CompletingRebalance | GroupState::Stable => {
@@ -748,6 +788,7 @@ fn check_invariants(c: &GroupCoordinator, last_generation: &mut i32) {
 fn sync_slot(
     c: &mut GroupCoordinator,
     slot: &mut Slot,
+    instance: Option<&str>,
     now: Instant,
     parked: &mut BTreeSet<Ticket>,
 ) {
@@ -759,7 +800,7 @@ fn sync_slot(
     } else {
         Vec::new()
     };
-    match c.sync("g", &r.member_id, r.generation_id, plan, now) {
+    match c.sync("g", &r.member_id, instance, r.generation_id, plan, now) {
         Ok(SyncOutcome::Pending(t)) => {
             parked.insert(t);
             slot.sync_ticket = Some(t);
@@ -797,13 +838,13 @@ fn run_ops(ops: Vec<Op>) {
             break;
         };
         match op {
-            Op::Join(i) => {
-                let mut req = request(
-                    "g",
-                    slots[i].id.as_deref().unwrap_or(""),
-                    &format!("c{i}"),
-                    SLOT_TOPICS[i],
-                );
+            Op::Join(_) | Op::Restart => {
+                let (i, member_id) = match op {
+                    Op::Join(i) => (i, slots[i].id.clone().unwrap_or_default()),
+                    _ => (3, String::new()),
+                };
+                let mut req = request("g", &member_id, &format!("c{i}"), SLOT_TOPICS[i]);
+                req.group_instance_id = instance(i).map(str::to_string);
                 req.protocols.push(Protocol::new(
                     "roundrobin",
                     req.protocols[0].metadata.clone(),
@@ -817,33 +858,49 @@ fn run_ops(ops: Vec<Op>) {
                     Ok(JoinOutcome::Pending(t)) => {
                         parked.insert(t);
                         slots[i].join_ticket = Some(t);
-                        if slots[i].id.is_none() {
-                            let d = c.describe_group("g");
+                        let d = c.describe_group("g");
+                        if let Some(instance) = instance(i) {
+                            slots[i].id = d
+                                .members
+                                .iter()
+                                .find(|m| m.group_instance_id.as_deref() == Some(instance))
+                                .map(|m| m.member_id.clone());
+                        } else if slots[i].id.is_none() {
                             slots[i].id = d.members.last().map(|m| m.member_id.clone());
                         }
                     }
                     Err(e) => {
-                        assert_eq!(e.code(), ErrorCode::UnknownMemberId, "{e}");
+                        assert!(
+                            matches!(
+                                e.code(),
+                                ErrorCode::UnknownMemberId | ErrorCode::FencedInstanceId
+                            ),
+                            "{e}"
+                        );
                         slots[i] = Slot::default();
                     }
                 }
             }
-            Op::Sync(i) => sync_slot(&mut c, &mut slots[i], now, &mut parked),
+            Op::Sync(i) => sync_slot(&mut c, &mut slots[i], instance(i), now, &mut parked),
             Op::SyncAll => {
                 let mut order: Vec<usize> = (0..slots.len()).collect();
                 order.sort_by_key(|&i| slots[i].joined.as_ref().is_some_and(|r| r.is_leader()));
                 for i in order {
-                    sync_slot(&mut c, &mut slots[i], now, &mut parked);
+                    sync_slot(&mut c, &mut slots[i], instance(i), now, &mut parked);
                 }
             }
             Op::Heartbeat(i) => {
                 if let (Some(id), Some(r)) = (&slots[i].id, &slots[i].joined) {
-                    let _ = c.heartbeat("g", id, r.generation_id, now);
+                    let _ = c.heartbeat("g", id, instance(i), r.generation_id, now);
                 }
             }
             Op::Leave(i) => {
                 if let Some(id) = slots[i].id.clone() {
-                    c.leave("g", &[id], now).expect("leave");
+                    let leaving = LeaveMember {
+                        member_id: id,
+                        group_instance_id: instance(i).map(str::to_string),
+                    };
+                    c.leave("g", &[leaving], now).expect("leave");
                     slots[i] = Slot::default();
                 }
             }
@@ -953,4 +1010,126 @@ fn a_new_members_join_is_dropped_after_the_new_member_timeout() {
     let answer = h.joins.remove(&tb).expect("new member's join answered");
     assert_eq!(code(answer), ErrorCode::UnknownMemberId);
     assert_eq!(h.c.describe_group("g").members.len(), 1);
+}
+
+fn static_request(member_id: &str, instance: &str) -> JoinRequest {
+    let mut req = request("g", member_id, instance, &["orders"]);
+    req.group_instance_id = Some(instance.to_string());
+    req
+}
+
+/// Two static members (instances `a-1`, `b-1`), stable with 4 partitions split 2/2.
+fn stable_static_pair(h: &mut Harness) -> (JoinResponse, JoinResponse) {
+    let a = h.join_with(static_request("", "a-1"), 0).expect("join");
+    let b = h.join_with(static_request("", "b-1"), 1).expect("join");
+    h.tick(6);
+    let (a, b) = (h.joined(a), h.joined(b));
+    h.sync_round(&[a.clone(), b.clone()], 4, 6);
+    (a, b)
+}
+
+#[test]
+fn restarted_static_member_takes_its_place_without_a_rebalance() {
+    let mut h = Harness::new(secs(3));
+    let (a, b) = stable_static_pair(&mut h);
+    let before = h.c.describe_group("g");
+    let old_assignment = before.members[1].assignment.clone();
+    assert_eq!(before.members[1].group_instance_id.as_deref(), Some("b-1"));
+
+    // b-1 restarts: it has lost its member id but keeps its instance id.
+    let again = h.join_with(static_request("", "b-1"), 7).expect("rejoin");
+    let JoinOutcome::Ready(b2) = again else {
+        panic!("a static member rejoining a stable group is answered at once");
+    };
+    assert_ne!(b2.member_id, b.member_id);
+    assert_eq!(b2.generation_id, 1, "no new generation");
+    assert_eq!(b2.leader, a.member_id);
+    assert!(b2.members.is_empty());
+    assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
+    let synced =
+        h.c.sync("g", &b2.member_id, Some("b-1"), 1, Vec::new(), h.at(7))
+            .expect("sync");
+    let SyncOutcome::Ready(synced) = synced else {
+        panic!("stable: answered at once");
+    };
+    assert_eq!(synced.assignment, old_assignment, "it keeps its partitions");
+
+    // The old incarnation is fenced everywhere.
+    let fenced = h.c.heartbeat("g", &b.member_id, Some("b-1"), 1, h.at(8));
+    assert_eq!(code(fenced), ErrorCode::FencedInstanceId);
+    let fenced =
+        h.c.validate_commit("g", &b.member_id, Some("b-1"), 1, h.at(8));
+    assert_eq!(code(fenced), ErrorCode::FencedInstanceId);
+    let rows =
+        h.c.leave(
+            "g",
+            &[LeaveMember {
+                member_id: b.member_id.clone(),
+                group_instance_id: Some("b-1".to_string()),
+            }],
+            h.at(8),
+        )
+        .expect("leave");
+    assert_eq!(
+        rows[0].error.as_ref().map(BrokerError::code),
+        Some(ErrorCode::FencedInstanceId)
+    );
+    assert_eq!(h.c.describe_group("g").state, GroupState::Stable);
+}
+
+#[test]
+fn static_members_that_miss_a_rebalance_stay_until_their_session_expires() {
+    let mut h = Harness::new(secs(3));
+    let (a, b) = stable_static_pair(&mut h);
+    let c = h.join("", "dynamic", 10);
+    let b2 = h
+        .join_with(static_request(&b.member_id, "b-1"), 10)
+        .expect("rejoin");
+    // a-1 keeps heartbeating but does not rejoin before the join deadline (10 + 30 s).
+    for s in [15, 20, 25, 30, 35] {
+        h.tick(s);
+        assert_eq!(
+            code(h.c.heartbeat("g", &a.member_id, Some("a-1"), 1, h.at(s))),
+            ErrorCode::RebalanceInProgress
+        );
+    }
+    h.tick(40);
+    let (b2, c) = (h.joined(b2), h.joined(c));
+    assert_eq!((b2.generation_id, c.generation_id), (2, 2));
+    let members = h.c.describe_group("g").members;
+    assert_eq!(members.len(), 3, "the static member was not evicted");
+    assert!(b2.is_leader(), "leadership moves to a member that rejoined");
+    // a-1 learns of the new generation and rejoins with its member id.
+    assert_eq!(
+        code(h.c.heartbeat("g", &a.member_id, Some("a-1"), 1, h.at(41))),
+        ErrorCode::IllegalGeneration
+    );
+    let a2 = h
+        .join_with(static_request(&a.member_id, "a-1"), 41)
+        .expect("rejoin");
+    assert_eq!(h.joined(a2).generation_id, 2);
+}
+
+#[test]
+fn a_static_member_can_leave_by_instance_id_alone() {
+    let mut h = Harness::new(secs(3));
+    let (a, _b) = stable_static_pair(&mut h);
+    let rows =
+        h.c.leave(
+            "g",
+            &[LeaveMember {
+                member_id: String::new(),
+                group_instance_id: Some("b-1".to_string()),
+            }],
+            h.at(7),
+        )
+        .expect("leave");
+    assert!(rows[0].error.is_none());
+    let d = h.c.describe_group("g");
+    assert_eq!(d.state, GroupState::PreparingRebalance);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].member_id, a.member_id);
+    // The instance id is free again: a new b-1 joins as a new member.
+    h.join_with(static_request("", "b-1"), 8).expect("join");
+    assert_eq!(h.c.describe_group("g").members.len(), 2);
 }

@@ -3,7 +3,8 @@
 //! In Kafka's classic protocol the group leader (a client) computes the assignment, so
 //! these run in OUR client, not in the coordinator. `range` and `roundrobin` give the same
 //! output as Kafka's `RangeAssignor` / `RoundRobinAssignor` for the same input (members
-//! ordered by member id; static membership is not used), and subscriptions and
+//! ordered as Kafka orders them: static members by instance id first, then the others by
+//! member id; racks are not used), and subscriptions and
 //! assignments use Kafka's ConsumerProtocol bytes (a big-endian i16 version, then the
 //! message), so Kafka consumers and ours can share a group.
 //!
@@ -63,6 +64,10 @@ pub struct Subscription {
     pub user_data: Option<Bytes>,
     /// Partitions the consumer owns now (version 1+; for cooperative assignors).
     pub owned_partitions: Vec<TopicPartition>,
+    /// The member's static instance id, from the JoinGroup member list (not part of the
+    /// encoded bytes). Kafka's assignors order static members by it, first, so a restarted
+    /// static member gets the same partitions back.
+    pub group_instance_id: Option<String>,
 }
 
 /// What a consumer is given: the SyncGroup assignment of the `consumer` protocol type.
@@ -166,6 +171,7 @@ impl Subscription {
             }
         })?;
         Ok(Subscription {
+            group_instance_id: None,
             topics: message.topics.iter().map(|t| t.to_string()).collect(),
             user_data: message.user_data,
             owned_partitions: message
@@ -245,6 +251,24 @@ pub trait Assignor {
     ) -> BTreeMap<String, Assignment>;
 }
 
+/// Kafka's `MemberInfo` order: static members first, by instance id; then the others by
+/// member id.
+fn member_order(subscriptions: &BTreeMap<String, Subscription>) -> Vec<(&str, &Subscription)> {
+    let mut members: Vec<(&str, &Subscription)> =
+        subscriptions.iter().map(|(m, s)| (m.as_str(), s)).collect();
+    members.sort_by(|(ma, sa), (mb, sb)| {
+        let key = |m: &'_ str, s: &'_ Subscription| {
+            (
+                s.group_instance_id.is_none(),
+                s.group_instance_id.clone(),
+                m.to_string(),
+            )
+        };
+        key(ma, sa).cmp(&key(mb, sb))
+    });
+    members
+}
+
 fn empty_assignments(
     subscriptions: &BTreeMap<String, Subscription>,
 ) -> BTreeMap<String, Vec<TopicPartition>> {
@@ -287,13 +311,12 @@ impl Assignor for RangeAssignor {
     ) -> BTreeMap<String, Assignment> {
         let mut assigned = empty_assignments(subscriptions);
         let mut members_per_topic: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        // BTreeMap iteration sorts members by id, which is Kafka's order without static ids.
-        for (member, subscription) in subscriptions {
+        for (member, subscription) in member_order(subscriptions) {
             for topic in subscription.topics.iter().collect::<BTreeSet<_>>() {
                 members_per_topic
                     .entry(topic.as_str())
                     .or_default()
-                    .push(member.as_str());
+                    .push(member);
             }
         }
         for (topic, members) in members_per_topic {
@@ -338,9 +361,9 @@ impl Assignor for RoundRobinAssignor {
         subscriptions: &BTreeMap<String, Subscription>,
     ) -> BTreeMap<String, Assignment> {
         let mut assigned = empty_assignments(subscriptions);
-        let members: Vec<(&str, BTreeSet<&str>)> = subscriptions
-            .iter()
-            .map(|(m, s)| (m.as_str(), s.topics.iter().map(String::as_str).collect()))
+        let members: Vec<(&str, BTreeSet<&str>)> = member_order(subscriptions)
+            .into_iter()
+            .map(|(m, s)| (m, s.topics.iter().map(String::as_str).collect()))
             .collect();
         let topics: BTreeSet<&str> = members
             .iter()
@@ -386,10 +409,11 @@ pub fn assign_group(
 ) -> Result<Vec<(String, Bytes)>> {
     let mut subscriptions = BTreeMap::new();
     for m in members {
-        let subscription =
+        let mut subscription =
             Subscription::decode(&m.metadata).map_err(|e| BrokerError::InvalidRequest {
                 reason: format!("member {:?} sent a bad subscription: {e}", m.member_id),
             })?;
+        subscription.group_instance_id = m.group_instance_id.clone();
         subscriptions.insert(m.member_id.clone(), subscription);
     }
     assignor

@@ -155,6 +155,7 @@ fn subscriptions_round_trip_and_version_0_drops_owned_partitions() {
         topics: vec!["orders".into(), "audit".into()],
         user_data: Some(Bytes::from_static(b"hint")),
         owned_partitions: vec![TopicPartition::new("orders", 2)],
+        group_instance_id: None,
     };
     for version in 1..=3 {
         let bytes = sub.encode(version).expect("encode");
@@ -257,4 +258,18 @@ proptest! {
             prop_assert_eq!(seen, wanted);
         }
     }
+}
+
+#[test]
+fn static_members_come_first_in_instance_id_order_as_in_kafka() {
+    let mut members = subs(&[("a", &["t"]), ("m", &["t"]), ("z", &["t"])]);
+    members.get_mut("z").unwrap().group_instance_id = Some("i-1".to_string());
+    members.get_mut("m").unwrap().group_instance_id = Some("i-0".to_string());
+    let expected = expect(&[("a", &["tp2"]), ("m", &["tp0"]), ("z", &["tp1"])]);
+    let counts = counts(&[("t", 3)]);
+    assert_eq!(names(&RangeAssignor.assign(&counts, &members)), expected);
+    assert_eq!(
+        names(&RoundRobinAssignor.assign(&counts, &members)),
+        expected
+    );
 }

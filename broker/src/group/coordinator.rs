@@ -409,6 +409,13 @@ impl Group {
             tracing::info!(group = %self.id, member = %m.id, "member evicted: did not rejoin within the rebalance timeout");
         }
         self.members = stay;
+        if self
+            .leader
+            .as_deref()
+            .is_none_or(|l| self.member_index(l).is_none())
+        {
+            self.leader = self.members.first().map(|m| m.id.clone());
+        }
         if !self.members.is_empty() && self.members.iter().all(|m| m.awaiting_join.is_none()) {
             // Only static members that have not rejoined: wait another rebalance timeout
             // (their sessions expire meanwhile if they are gone), as Kafka does.

@@ -55,6 +55,32 @@ pub enum ErrorCode {
     StaleBrokerEpoch = 77,
     /// A record inside a batch is not valid.
     InvalidRecord = 87,
+    /// The group coordinator is not available (the group is being unloaded or deleted).
+    CoordinatorNotAvailable = 15,
+    /// This broker is not the coordinator of the group.
+    NotCoordinator = 16,
+    /// The generation in a group request is not the group's current one.
+    IllegalGeneration = 22,
+    /// The member's protocol type or protocols do not match the group's.
+    InconsistentGroupProtocol = 23,
+    /// The group id is empty or otherwise not valid.
+    InvalidGroupId = 24,
+    /// The member id is not a member of the group.
+    UnknownMemberId = 25,
+    /// The session timeout is outside the broker's allowed range.
+    InvalidSessionTimeout = 26,
+    /// The group is rebalancing; the member must rejoin.
+    RebalanceInProgress = 27,
+    /// The group is not empty, so it cannot be deleted.
+    NonEmptyGroup = 68,
+    /// The group does not exist.
+    GroupIdNotFound = 69,
+    /// A new member must rejoin with the member id the coordinator handed out (KIP-394).
+    MemberIdRequired = 79,
+    /// The group already has as many members as the coordinator allows.
+    GroupMaxSizeReached = 81,
+    /// Another client uses the same static member id (group.instance.id).
+    FencedInstanceId = 82,
 }
 
 impl ErrorCode {
@@ -82,6 +108,20 @@ impl ErrorCode {
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::StaleBrokerEpoch,
         ErrorCode::InvalidRecord,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::NonEmptyGroup,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::MemberIdRequired,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
+        ErrorCode::UnsupportedCompressionType,
     ];
 
     /// The number sent on the wire.
@@ -107,6 +147,8 @@ impl ErrorCode {
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::NotEnoughReplicas
                 | ErrorCode::NotController
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
         )
     }
 }
@@ -393,6 +435,125 @@ pub enum BrokerError {
         /// Why it failed.
         reason: String,
     },
+    /// A group id is empty. State: nothing changed.
+    #[error("invalid group id {group:?}: a group id must not be empty; pass a non-empty --group")]
+    InvalidGroupId {
+        /// The group id given.
+        group: String,
+    },
+    /// The member is not (or no longer) a member of the group: it left, its session
+    /// expired, or it was evicted for not rejoining in time. State: nothing changed; the
+    /// client must join again with an empty member id.
+    #[error(
+        "member {member_id:?} is not a member of group {group:?}; it left or timed out, join again with an empty member id"
+    )]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member id given.
+        member_id: String,
+    },
+    /// The generation given is not the group's current generation (a rebalance happened
+    /// since). State: nothing changed; the client must rejoin.
+    #[error(
+        "generation {generation} of group {group:?} is stale (current generation is {current}); rejoin the group"
+    )]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The generation the member sent.
+        generation: i32,
+        /// The group's current generation.
+        current: i32,
+    },
+    /// The group is rebalancing. State: for a heartbeat, the member's session was
+    /// refreshed; otherwise nothing changed. The member must send JoinGroup again.
+    #[error("group {group:?} is rebalancing; rejoin the group")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+    },
+    /// The member's protocol type or protocols do not fit the group. State: nothing changed.
+    #[error("inconsistent group protocol for group {group:?}: {reason}")]
+    InconsistentGroupProtocol {
+        /// The group.
+        group: String,
+        /// What does not match, and what the group uses.
+        reason: String,
+    },
+    /// The session timeout is outside the coordinator's allowed range. State: nothing changed.
+    #[error(
+        "session timeout {timeout_ms} ms is not allowed; use a value between {min_ms} ms and {max_ms} ms"
+    )]
+    InvalidSessionTimeout {
+        /// The timeout asked for.
+        timeout_ms: u64,
+        /// The smallest allowed.
+        min_ms: u64,
+        /// The largest allowed.
+        max_ms: u64,
+    },
+    /// The group's coordinator cannot serve it right now (the group is being deleted or
+    /// unloaded). State: nothing changed; retry after finding the coordinator again.
+    #[error("the coordinator of group {group:?} is not available; retry")]
+    CoordinatorNotAvailable {
+        /// The group.
+        group: String,
+    },
+    /// This broker no longer coordinates the group (it resigned or moved). State: the
+    /// request was dropped; find the coordinator again and retry.
+    #[error("this broker is not the coordinator of group {group:?}; find the coordinator again")]
+    NotCoordinator {
+        /// The group.
+        group: String,
+    },
+    /// A first join without a member id, from a client that supports KIP-394: the
+    /// coordinator handed out `member_id` and waits for the client to join again with it.
+    /// State: the member id is reserved until the session timeout passes.
+    #[error("group {group:?} requires a member id; join again with member id {member_id:?}")]
+    MemberIdRequired {
+        /// The group.
+        group: String,
+        /// The member id to join with.
+        member_id: String,
+    },
+    /// The group does not exist. State: nothing changed.
+    #[error("group {group:?} does not exist; `meridian groups list` shows the groups")]
+    GroupNotFound {
+        /// The group asked for.
+        group: String,
+    },
+    /// A new member asked to join a group that is full. State: nothing changed.
+    #[error(
+        "group {group:?} is full ({max} members); stop a consumer or raise the coordinator's max group size"
+    )]
+    GroupMaxSizeReached {
+        /// The group.
+        group: String,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A static member (KIP-345) was replaced by a newer client with the same
+    /// `group.instance.id`; the older one must stop. State: nothing changed.
+    #[error(
+        "member {member_id:?} of group {group:?} was fenced: another client joined with group.instance.id {instance_id:?}; give each consumer its own instance id"
+    )]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The static instance id.
+        instance_id: String,
+        /// The member id the fenced client used.
+        member_id: String,
+    },
+    /// The group still has members, so it cannot be deleted. State: nothing changed.
+    #[error("group {group:?} still has {members} member(s); stop its consumers before deleting it")]
+    NonEmptyGroup {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
 }
 
 impl BrokerError {
@@ -431,6 +592,19 @@ impl BrokerError {
             BrokerError::ControllerRejected { .. } => ErrorCode::InvalidRequest,
             BrokerError::InvalidControllerConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::Controller { .. } => ErrorCode::UnknownServerError,
+            BrokerError::InvalidGroupId { .. } => ErrorCode::InvalidGroupId,
+            BrokerError::UnknownMember { .. } => ErrorCode::UnknownMemberId,
+            BrokerError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+            BrokerError::RebalanceInProgress { .. } => ErrorCode::RebalanceInProgress,
+            BrokerError::InconsistentGroupProtocol { .. } => ErrorCode::InconsistentGroupProtocol,
+            BrokerError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
+            BrokerError::CoordinatorNotAvailable { .. } => ErrorCode::CoordinatorNotAvailable,
+            BrokerError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+            BrokerError::MemberIdRequired { .. } => ErrorCode::MemberIdRequired,
+            BrokerError::GroupNotFound { .. } => ErrorCode::GroupIdNotFound,
+            BrokerError::NonEmptyGroup { .. } => ErrorCode::NonEmptyGroup,
+            BrokerError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+            BrokerError::FencedInstanceId { .. } => ErrorCode::FencedInstanceId,
         }
     }
 
@@ -445,3 +619,27 @@ impl BrokerError {
 
 /// The broker crate's result type.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_decodes_back_from_its_wire_number() {
+        let source = include_str!("error.rs");
+        let start = source.find("pub enum ErrorCode").expect("enum");
+        let end = source[start..].find("\n}").expect("enum end") + start;
+        let declared = source[start..end]
+            .lines()
+            .filter(|l| l.trim_end().ends_with(',') && l.contains(" = "))
+            .count();
+        assert_eq!(
+            ErrorCode::ALL.len(),
+            declared,
+            "ErrorCode::ALL misses a declared code"
+        );
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_i32(code.as_i32()), *code);
+        }
+    }
+}

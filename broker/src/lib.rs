@@ -14,6 +14,7 @@
 pub mod client;
 pub mod controller;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod node;
 pub mod partition;

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod controller;
+pub mod data_dir;
 pub mod error;
 pub mod group;
 pub mod log;
@@ -23,7 +24,6 @@ pub mod server;
 pub mod topic_config;
 
 pub use error::{BrokerError, ErrorCode};
-pub mod metadata;
 
 /// Generated gRPC types and services (broker/proto/meridian.proto).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

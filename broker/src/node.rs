@@ -1,6 +1,19 @@
-//! The state of one running broker: its topics and partitions, the metadata store, and
-//! the operations the API shells call. No sockets here: the gRPC service (and later the
-//! Kafka listener) translate requests into these calls.
+//! The state of one running broker: the partitions it hosts, its view of the region's
+//! replicated metadata (from the controller), and the operations the API shells call.
+//! No sockets here: the gRPC service (and later the Kafka listener) translate requests
+//! into these calls.
+//!
+//! ```text
+//!  controller (Raft) ──ClusterState──▶ reconcile ──▶ local partitions (open logs)
+//!        ▲                                              │
+//!        └── propose: CreateTopic, DeleteTopic,         ▼
+//!            CommitOffsets               produce / fetch (leader only)
+//! ```
+//!
+//! The controller's replicated `ClusterState` is the truth for topics, partition
+//! placement, leaders and committed group offsets; every broker answers Metadata and
+//! OffsetFetch from its own copy. A change proposed here returns only once this
+//! broker's copy shows it, so a client reads its own writes from the same broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -9,14 +22,19 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 
-use crate::error::{BrokerError, Result};
+use crate::controller::{ClusterState, Command, ControllerHandle, TopicState};
+use crate::data_dir::DataDir;
+use crate::error::{BrokerError, ErrorCode, Result};
 use crate::log::{AppendMode, AppendOutcome, PartitionLog};
-use crate::metadata::{CommittedOffset, MetadataStore, TopicRecord};
-use crate::partition::{FetchedData, Partition};
+use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
 
 /// Longest topic name Kafka allows (so names fit in file names with a partition suffix).
 pub const MAX_TOPIC_NAME: usize = 249;
+
+/// How long a change proposed through the controller may take to show in this broker's
+/// copy of the metadata before the request fails.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who this broker is, as Metadata reports it.
 #[derive(Debug, Clone)]
@@ -33,17 +51,6 @@ pub struct BrokerIdentity {
     pub kafka_addr: Option<String>,
 }
 
-/// A topic hosted here.
-#[derive(Debug)]
-pub struct Topic {
-    /// The stored description (name, partition count, overrides).
-    pub record: TopicRecord,
-    /// The effective configuration.
-    pub config: TopicConfig,
-    /// Partitions, by index.
-    pub partitions: Vec<Arc<Partition>>,
-}
-
 /// What a topic creation asks for.
 #[derive(Debug, Clone, Default)]
 pub struct NewTopic {
@@ -57,42 +64,50 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A topic as Metadata and `topic describe` show it.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    /// Placement, leaders and ISR per partition, and the overrides.
+    pub state: TopicState,
+    /// The effective configuration (defaults plus overrides).
+    pub config: TopicConfig,
+}
+
 /// A running broker's state.
-#[derive(Debug)]
 pub struct BrokerNode {
     identity: BrokerIdentity,
     data_dir: PathBuf,
     defaults: topology::TopicDefaults,
-    store: MetadataStore,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
-    /// Brokers in this broker's region that can hold replicas right now.
-    live_brokers: i32,
+    _data_dir_claim: DataDir,
+    controller: ControllerHandle,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+}
+
+impl std::fmt::Debug for BrokerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerNode")
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 impl BrokerNode {
-    /// Claims the data directory, recovers every partition log and loads the topics.
-    pub fn open(
+    /// A broker over a claimed data directory and a started controller node.
+    pub fn new(
         identity: BrokerIdentity,
         data_dir: PathBuf,
         defaults: topology::TopicDefaults,
-    ) -> Result<Arc<Self>> {
-        let node_name = format!("{}/{}", identity.region, identity.name);
-        let store = MetadataStore::open(&data_dir, &node_name)?;
-        let node = Self {
+        claim: DataDir,
+        controller: ControllerHandle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             identity,
             data_dir,
             defaults,
-            store,
-            topics: RwLock::new(HashMap::new()),
-            live_brokers: 1,
-        };
-        let mut topics = HashMap::new();
-        for record in node.store.topics()? {
-            let topic = node.open_topic(record)?;
-            topics.insert(topic.record.name.clone(), topic);
-        }
-        *node.topics.write().expect("topics lock poisoned") = topics;
-        Ok(Arc::new(node))
+            _data_dir_claim: claim,
+            controller,
+            partitions: RwLock::new(HashMap::new()),
+        })
     }
 
     /// Who this broker is.
@@ -100,32 +115,135 @@ impl BrokerNode {
         &self.identity
     }
 
-    fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>> {
-        let config = TopicConfig::from_defaults(&self.defaults).with_overrides(&record.configs)?;
-        let mut partitions = Vec::with_capacity(record.partitions as usize);
-        for index in 0..record.partitions {
-            let dir = self.data_dir.join(format!("{}-{index}", record.name));
-            let (log, report) = PartitionLog::open(&dir, config.log_config())?;
-            if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
-                tracing::warn!(
-                    topic = %record.name,
-                    partition = index,
-                    truncated_bytes = report.truncated_bytes,
-                    rebuilt_indexes = report.rebuilt_indexes,
-                    "recovered partition log"
-                );
-            }
-            partitions.push(Partition::start(&record.name, index, log, config.flush));
-        }
-        Ok(Arc::new(Topic {
-            record,
-            config,
-            partitions,
-        }))
+    /// This broker's controller node.
+    pub fn controller(&self) -> &ControllerHandle {
+        &self.controller
     }
 
-    /// Creates a topic durably; with `validate_only`, only checks it.
-    pub fn create_topic(&self, new: NewTopic, validate_only: bool) -> Result<()> {
+    /// The region's metadata as this broker last applied it.
+    pub fn cluster(&self) -> Arc<ClusterState> {
+        self.controller.current()
+    }
+
+    /// Whether this broker has joined its cluster (registered and not fenced), so that
+    /// it can serve clients.
+    pub fn is_ready(&self) -> bool {
+        self.cluster()
+            .brokers
+            .get(&self.identity.id)
+            .is_some_and(|b| !b.fenced)
+    }
+
+    /// Waits until the broker has joined its cluster, or fails with a retriable error.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let id = self.identity.id;
+        self.wait_for_state(timeout, |s| s.brokers.get(&id).is_some_and(|b| !b.fenced))
+            .await
+            .map_err(|_| BrokerError::Remote {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!(
+                    "broker {} has not joined the controller quorum of region {} yet",
+                    self.identity.name, self.identity.region
+                ),
+            })
+    }
+
+    async fn wait_for_state(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&ClusterState) -> bool,
+    ) -> std::result::Result<(), ()> {
+        let mut state = self.controller.state();
+        let wait = async {
+            loop {
+                if done(&state.borrow_and_update()) {
+                    return;
+                }
+                if state.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ())
+    }
+
+    /// Opens the log of every partition this broker holds a replica of, and closes the
+    /// ones whose topic was deleted (removing their data). Called on every metadata change.
+    pub fn reconcile(&self, state: &ClusterState) {
+        let me = self.identity.id;
+        let mut wanted = Vec::new();
+        for (name, topic) in &state.topics {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if partition.replicas.contains(&me) {
+                    wanted.push((name.clone(), index as i32, topic));
+                }
+            }
+        }
+        let mut opened = Vec::new();
+        {
+            let hosted = self.partitions.read().expect("partitions lock poisoned");
+            for (name, index, topic) in &wanted {
+                if !hosted.contains_key(&(name.clone(), *index)) {
+                    opened.push((name.clone(), *index, (*topic).clone()));
+                }
+            }
+        }
+        for (name, index, topic) in opened {
+            match self.open_partition(&name, index, &topic) {
+                Ok(partition) => {
+                    self.partitions
+                        .write()
+                        .expect("partitions lock poisoned")
+                        .insert((name, index), partition);
+                }
+                Err(err) => {
+                    tracing::error!(topic = %name, partition = index, %err, "cannot open partition log")
+                }
+            }
+        }
+        let gone: Vec<(String, i32)> = self
+            .partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .keys()
+            .filter(|(name, index)| !wanted.iter().any(|(n, i, _)| n == name && i == index))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.partitions
+                .write()
+                .expect("partitions lock poisoned")
+                .remove(&key);
+            let dir = self.data_dir.join(format!("{}-{}", key.0, key.1));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(topic = %key.0, partition = key.1, "deleted partition data")
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), %err, "cannot remove a deleted partition's data")
+                }
+            }
+        }
+    }
+
+    fn open_partition(&self, name: &str, index: i32, topic: &TopicState) -> Result<Arc<Partition>> {
+        let config = TopicConfig::from_defaults(&self.defaults).with_overrides(&topic.configs)?;
+        let dir = self.data_dir.join(format!("{name}-{index}"));
+        let (log, report) = PartitionLog::open(&dir, config.log_config())?;
+        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 {
+            tracing::warn!(
+                topic = %name,
+                partition = index,
+                truncated_bytes = report.truncated_bytes,
+                rebuilt_indexes = report.rebuilt_indexes,
+                "recovered partition log"
+            );
+        }
+        Ok(Partition::start(name, index, log, config.flush))
+    }
+
+    /// Creates a topic through the controller; with `validate_only`, only checks it.
+    pub async fn create_topic(&self, new: NewTopic, validate_only: bool) -> Result<()> {
         validate_topic_name(&new.name)?;
         let partitions = new.partitions.unwrap_or(self.defaults.partitions as i32);
         if !(1..=100_000).contains(&partitions) {
@@ -136,13 +254,17 @@ impl BrokerNode {
         let replication_factor = new
             .replication_factor
             .unwrap_or(i32::from(self.defaults.replication_factor));
-        if replication_factor < 1 || replication_factor > self.live_brokers {
+        let available = self.cluster().available_brokers().len() as i32;
+        if replication_factor != 1 {
+            // Followers do not fetch from leaders yet: a second replica would be elected
+            // leader with none of the data. Refuse rather than pretend.
             return Err(BrokerError::InvalidReplicationFactor {
                 requested: replication_factor,
-                available: self.live_brokers,
+                available: available.min(1),
             });
         }
         let config = TopicConfig::from_defaults(&self.defaults).with_overrides(&new.configs)?;
+        config.log_config().validate()?;
         if config.min_insync_replicas > replication_factor {
             return Err(BrokerError::InvalidConfig {
                 key: "min.insync.replicas".into(),
@@ -150,120 +272,158 @@ impl BrokerNode {
                 reason: format!("it is above the replication factor {replication_factor}"),
             });
         }
-        let mut topics = self.topics.write().expect("topics lock poisoned");
-        if topics.contains_key(&new.name) {
+        if self.cluster().topics.contains_key(&new.name) {
             return Err(BrokerError::TopicExists { topic: new.name });
         }
         if validate_only {
             return Ok(());
         }
-        let record = TopicRecord {
-            name: new.name.clone(),
-            partitions,
-            replication_factor,
-            configs: new.configs,
-        };
-        let topic = self.open_topic(record.clone())?;
-        self.store.put_topic(&record)?;
-        tracing::info!(topic = %record.name, partitions, replication_factor, "created topic");
-        topics.insert(new.name, topic);
+        self.controller
+            .propose(Command::CreateTopic {
+                name: new.name.clone(),
+                partitions: partitions as u32,
+                replication_factor: replication_factor as u16,
+                configs: new.configs,
+            })
+            .await?;
+        let name = new.name.clone();
+        self.wait_applied(|s| s.topics.contains_key(&name)).await?;
+        tracing::info!(topic = %new.name, partitions, replication_factor, "created topic");
         Ok(())
     }
 
-    /// Deletes a topic, its data and its committed offsets.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let topic = self
-            .topics
-            .write()
-            .expect("topics lock poisoned")
-            .remove(name)
-            .ok_or_else(|| BrokerError::UnknownTopic {
+    async fn wait_applied(&self, done: impl Fn(&ClusterState) -> bool) -> Result<()> {
+        self.wait_for_state(APPLY_TIMEOUT, done).await.map_err(|_| BrokerError::Remote {
+            code: ErrorCode::RequestTimedOut,
+            message: format!(
+                "the change was committed but broker {} had not applied it after {APPLY_TIMEOUT:?}",
+                self.identity.name
+            ),
+        })
+    }
+
+    /// Deletes a topic (its data on every replica, and its committed offsets).
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if !self.cluster().topics.contains_key(name) {
+            return Err(BrokerError::UnknownTopic {
                 topic: name.to_owned(),
-            })?;
-        self.store.delete_topic(name)?;
-        for partition in &topic.partitions {
-            let dir = self.data_dir.join(format!("{name}-{}", partition.index()));
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(topic = name, dir = %dir.display(), %err, "could not remove deleted partition's directory");
-            }
+            });
         }
+        self.controller
+            .propose(Command::DeleteTopic {
+                name: name.to_owned(),
+            })
+            .await?;
+        self.wait_applied(|s| !s.topics.contains_key(name)).await?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
 
     /// Every topic, or the named ones (an unknown name is an error for that name).
-    pub fn topics(&self, names: &[String]) -> Vec<(String, Result<Arc<Topic>>)> {
-        let topics = self.topics.read().expect("topics lock poisoned");
+    pub fn topics(&self, names: &[String]) -> Vec<(String, Result<TopicView>)> {
+        let state = self.cluster();
+        let view = |topic: &TopicState| {
+            TopicConfig::from_defaults(&self.defaults)
+                .with_overrides(&topic.configs)
+                .map(|config| TopicView {
+                    state: topic.clone(),
+                    config,
+                })
+        };
         if names.is_empty() {
-            let mut all: Vec<_> = topics
+            return state
+                .topics
                 .iter()
-                .map(|(n, t)| (n.clone(), Ok(t.clone())))
+                .map(|(n, t)| (n.clone(), view(t)))
                 .collect();
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            return all;
         }
         names
             .iter()
             .map(|name| {
-                let found = topics
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| BrokerError::UnknownTopic {
+                let found = match state.topics.get(name) {
+                    Some(t) => view(t),
+                    None => Err(BrokerError::UnknownTopic {
                         topic: name.clone(),
-                    });
+                    }),
+                };
                 (name.clone(), found)
             })
             .collect()
     }
 
-    /// Finds a partition, creating the topic first when the deployment allows auto-creation.
-    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>> {
-        let found = self
-            .topics
-            .read()
-            .expect("topics lock poisoned")
-            .get(topic)
-            .cloned();
-        let found = match found {
-            Some(found) => found,
-            None if self.defaults.auto_create_topics => {
-                match self.create_topic(
-                    NewTopic {
-                        name: topic.to_owned(),
-                        ..NewTopic::default()
-                    },
-                    false,
-                ) {
+    /// The partition, if this broker leads it; otherwise the precise reason why not
+    /// (unknown topic or partition, offline, or led by another broker).
+    pub async fn led_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>> {
+        let state = self.cluster();
+        let Some(topic_state) = state.topics.get(topic) else {
+            if self.defaults.auto_create_topics {
+                let new = NewTopic {
+                    name: topic.to_owned(),
+                    ..NewTopic::default()
+                };
+                match self.create_topic(new, false).await {
                     Ok(()) | Err(BrokerError::TopicExists { .. }) => {}
                     Err(err) => return Err(err),
                 }
-                self.topics
-                    .read()
-                    .expect("topics lock poisoned")
-                    .get(topic)
-                    .cloned()
-                    .ok_or_else(|| BrokerError::UnknownTopic {
-                        topic: topic.to_owned(),
-                    })?
+                return Box::pin(self.led_partition(topic, partition)).await;
             }
-            None => {
-                return Err(BrokerError::UnknownTopic {
-                    topic: topic.to_owned(),
-                });
-            }
+            return Err(BrokerError::UnknownTopic {
+                topic: topic.to_owned(),
+            });
         };
-        let count = found.partitions.len() as i32;
-        usize::try_from(partition)
+        let count = topic_state.partitions.len() as i32;
+        let placement = usize::try_from(partition)
             .ok()
-            .and_then(|i| found.partitions.get(i).cloned())
+            .and_then(|i| topic_state.partitions.get(i))
             .ok_or(BrokerError::InvalidPartition {
                 topic: topic.to_owned(),
                 partition,
                 count,
+            })?;
+        match placement.leader {
+            Some(leader) if leader == self.identity.id => {}
+            Some(leader) => {
+                return Err(BrokerError::Remote {
+                    code: ErrorCode::NotLeaderOrFollower,
+                    message: format!(
+                        "{topic}-{partition} is led by broker {leader}, not {}",
+                        self.identity.id
+                    ),
+                });
+            }
+            None => {
+                return Err(BrokerError::Remote {
+                    code: ErrorCode::LeaderNotAvailable,
+                    message: format!(
+                        "{topic}-{partition} has no leader: its replicas are all down"
+                    ),
+                });
+            }
+        }
+        if let Some(found) = self.hosted(topic, partition) {
+            return Ok(found);
+        }
+        // Metadata applied but not reconciled yet: open it now.
+        self.reconcile(&state);
+        self.hosted(topic, partition)
+            .ok_or_else(|| BrokerError::PartitionOffline {
+                partition: format!("{topic}-{partition}"),
+                reason: format!(
+                    "its log could not be opened on broker {} (see its log)",
+                    self.identity.name
+                ),
             })
     }
 
-    /// Appends to a partition (the leader's side of Produce).
+    fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// Appends to a partition this broker leads (the leader's side of Produce).
     pub async fn produce(
         &self,
         topic: &str,
@@ -271,7 +431,7 @@ impl BrokerNode {
         batches: BytesMut,
         keep_offsets: bool,
     ) -> Result<AppendOutcome> {
-        let partition = self.partition(topic, partition)?;
+        let partition = self.led_partition(topic, partition).await?;
         let mode = if keep_offsets {
             AppendMode::KeepOffsets
         } else {
@@ -280,44 +440,63 @@ impl BrokerNode {
         partition.append(batches, mode).await
     }
 
-    /// Reads a partition from an offset.
-    pub fn fetch(
-        &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<FetchedData> {
-        self.partition(topic, partition)?.read(offset, max_bytes)
-    }
-
-    /// Stores a group's committed offsets durably; every partition must exist.
-    pub fn commit_offsets(
+    /// Stores a group's committed offsets through the controller; every partition must
+    /// exist. Returns once this broker's copy shows them.
+    pub async fn commit_offsets(
         &self,
         group: &str,
-        offsets: &[(String, i32, CommittedOffset)],
+        offsets: &[(String, i32, i64, String)],
     ) -> Result<()> {
         if group.is_empty() {
             return Err(BrokerError::InvalidRequest {
                 reason: "the group id is empty".into(),
             });
         }
-        for (topic, partition, _) in offsets {
-            self.partition(topic, *partition)?;
+        let mut command_offsets = Vec::with_capacity(offsets.len());
+        for (topic, partition, offset, metadata) in offsets {
+            let index = u32::try_from(*partition).map_err(|_| BrokerError::InvalidPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                count: 0,
+            })?;
+            command_offsets.push((topic.clone(), index, *offset, metadata.clone()));
         }
-        self.store.commit_offsets(group, offsets)
+        self.controller
+            .propose(Command::CommitOffsets {
+                group: group.to_owned(),
+                offsets: command_offsets.clone(),
+            })
+            .await?;
+        self.wait_applied(|s| {
+            command_offsets.iter().all(|(t, p, o, _)| {
+                s.group_offsets
+                    .get(group)
+                    .and_then(|topics| topics.get(t))
+                    .and_then(|parts| parts.get(p))
+                    .is_some_and(|stored| stored.offset == *o)
+            })
+        })
+        .await
     }
 
-    /// A group's committed offsets.
-    pub fn fetch_offsets(
-        &self,
-        group: &str,
-        topics: &[String],
-    ) -> Result<Vec<(String, i32, CommittedOffset)>> {
-        self.store.fetch_offsets(group, topics)
+    /// A group's committed offsets, from this broker's replicated copy.
+    pub fn fetch_offsets(&self, group: &str, topics: &[String]) -> Vec<(String, i32, i64, String)> {
+        let state = self.cluster();
+        let Some(stored) = state.group_offsets.get(group) else {
+            return Vec::new();
+        };
+        stored
+            .iter()
+            .filter(|(topic, _)| topics.is_empty() || topics.contains(topic))
+            .flat_map(|(topic, parts)| {
+                parts
+                    .iter()
+                    .map(move |(p, o)| (topic.clone(), *p as i32, o.offset, o.metadata.clone()))
+            })
+            .collect()
     }
 
-    /// Runs retention and age-based rolling on every partition, forever.
+    /// Runs retention and age-based rolling on every hosted partition, forever.
     pub async fn run_housekeeping(self: Arc<Self>, every: Duration) {
         let mut ticker = tokio::time::interval(every);
         loop {
@@ -325,16 +504,28 @@ impl BrokerNode {
             let node = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let now = SystemTime::now();
-                for (_, topic) in node.topics(&[]) {
-                    let Ok(topic) = topic else { continue };
-                    for partition in &topic.partitions {
-                        if let Err(err) = partition.housekeeping(now) {
-                            tracing::error!(topic = %topic.record.name, partition = partition.index(), %err, "housekeeping failed");
-                        }
+                let hosted: Vec<Arc<Partition>> =
+                    node.partitions.read().expect("partitions lock poisoned").values().cloned().collect();
+                for partition in hosted {
+                    if let Err(err) = partition.housekeeping(now) {
+                        tracing::error!(topic = %partition.topic(), partition = partition.index(), %err, "housekeeping failed");
                     }
                 }
             })
             .await;
+        }
+    }
+
+    /// Keeps the hosted partitions in line with the replicated metadata, forever.
+    pub async fn run_reconciler(self: Arc<Self>) {
+        let mut state = self.controller.state();
+        loop {
+            let current = state.borrow_and_update().clone();
+            let node = self.clone();
+            let _ = tokio::task::spawn_blocking(move || node.reconcile(&current)).await;
+            if state.changed().await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tonic::{Request, Response, Status};
 
+use crate::controller::{BrokerRegistration, Controller, ControllerConfig};
+use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode};
-use crate::metadata::CommittedOffset;
 use crate::node::{BrokerNode, NewTopic};
 use crate::proto::{self, broker_server};
 
@@ -42,7 +43,10 @@ pub fn to_status(err: &BrokerError) -> Status {
         ErrorCode::RequestTimedOut => tonic::Code::DeadlineExceeded,
         ErrorCode::LeaderNotAvailable
         | ErrorCode::NotLeaderOrFollower
-        | ErrorCode::NotEnoughReplicas => tonic::Code::Unavailable,
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotController
+        | ErrorCode::CoordinatorNotAvailable
+        | ErrorCode::NotCoordinator => tonic::Code::Unavailable,
         _ => tonic::Code::Internal,
     };
     let mut status = Status::new(grpc, err.to_string());
@@ -51,6 +55,9 @@ pub fn to_status(err: &BrokerError) -> Status {
     }
     status
 }
+
+/// How long a client request waits for a starting broker to join its cluster.
+const READY_WAIT: Duration = Duration::from_secs(15);
 
 fn error_fields(result: &Result<(), BrokerError>) -> (i32, String) {
     match result {
@@ -77,6 +84,18 @@ impl BrokerService {
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20)
     }
+
+    /// Client requests wait (boundedly) for a starting broker to join its cluster, so
+    /// that nobody sees an empty view during start-up.
+    async fn ready(&self) -> Result<(), Status> {
+        if self.node.is_ready() {
+            return Ok(());
+        }
+        self.node
+            .wait_ready(READY_WAIT)
+            .await
+            .map_err(|e| to_status(&e))
+    }
 }
 
 #[tonic::async_trait]
@@ -85,28 +104,26 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::CreateTopicsRequest>,
     ) -> Result<Response<proto::CreateTopicsResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
-        let results = request
-            .topics
-            .into_iter()
-            .map(|spec| {
-                let name = spec.name.clone();
-                let new = NewTopic {
-                    name: spec.name,
-                    partitions: (spec.partitions != 0).then_some(spec.partitions),
-                    replication_factor: (spec.replication_factor != 0)
-                        .then_some(spec.replication_factor),
-                    configs: spec.configs.into_iter().collect(),
-                };
-                let (error_code, error_message) =
-                    error_fields(&self.node.create_topic(new, request.validate_only));
-                proto::TopicResult {
-                    name,
-                    error_code,
-                    error_message,
-                }
-            })
-            .collect();
+        let mut results = Vec::with_capacity(request.topics.len());
+        for spec in request.topics {
+            let name = spec.name.clone();
+            let new = NewTopic {
+                name: spec.name,
+                partitions: (spec.partitions != 0).then_some(spec.partitions),
+                replication_factor: (spec.replication_factor != 0)
+                    .then_some(spec.replication_factor),
+                configs: spec.configs.into_iter().collect(),
+            };
+            let (error_code, error_message) =
+                error_fields(&self.node.create_topic(new, request.validate_only).await);
+            results.push(proto::TopicResult {
+                name,
+                error_code,
+                error_message,
+            });
+        }
         Ok(Response::new(proto::CreateTopicsResponse { results }))
     }
 
@@ -114,19 +131,16 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::DeleteTopicsRequest>,
     ) -> Result<Response<proto::DeleteTopicsResponse>, Status> {
-        let results = request
-            .into_inner()
-            .names
-            .into_iter()
-            .map(|name| {
-                let (error_code, error_message) = error_fields(&self.node.delete_topic(&name));
-                proto::TopicResult {
-                    name,
-                    error_code,
-                    error_message,
-                }
-            })
-            .collect();
+        self.ready().await?;
+        let mut results = Vec::new();
+        for name in request.into_inner().names {
+            let (error_code, error_message) = error_fields(&self.node.delete_topic(&name).await);
+            results.push(proto::TopicResult {
+                name,
+                error_code,
+                error_message,
+            });
+        }
         Ok(Response::new(proto::DeleteTopicsResponse { results }))
     }
 
@@ -134,8 +148,9 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::MetadataRequest>,
     ) -> Result<Response<proto::MetadataResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
-        let me = self.node.identity();
+        let cluster = self.node.cluster();
         let topics = self
             .node
             .topics(&request.topics)
@@ -146,15 +161,21 @@ impl broker_server::Broker for BrokerService {
                     error_code: 0,
                     error_message: String::new(),
                     partitions: topic
+                        .state
                         .partitions
                         .iter()
-                        .map(|p| proto::PartitionInfo {
-                            partition: p.index(),
-                            error_code: 0,
-                            leader: me.id,
-                            leader_epoch: 0,
-                            replicas: vec![me.id],
-                            isr: vec![me.id],
+                        .enumerate()
+                        .map(|(index, p)| proto::PartitionInfo {
+                            partition: index as i32,
+                            error_code: if p.leader.is_some() {
+                                0
+                            } else {
+                                ErrorCode::LeaderNotAvailable.as_i32()
+                            },
+                            leader: p.leader.unwrap_or(0),
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
                         })
                         .collect(),
                     configs: topic.config.describe().into_iter().collect(),
@@ -167,16 +188,22 @@ impl broker_server::Broker for BrokerService {
                 },
             })
             .collect();
+        let brokers = cluster
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| proto::BrokerInfo {
+                id: b.id,
+                name: b.name.clone(),
+                region: b.region.clone(),
+                grpc_addr: b.grpc_addr.clone(),
+                kafka_addr: b.kafka_addr.clone().unwrap_or_default(),
+            })
+            .collect();
         Ok(Response::new(proto::MetadataResponse {
-            region: me.region.clone(),
-            brokers: vec![proto::BrokerInfo {
-                id: me.id,
-                name: me.name.clone(),
-                region: me.region.clone(),
-                grpc_addr: me.grpc_addr.clone(),
-                kafka_addr: me.kafka_addr.clone().unwrap_or_default(),
-            }],
-            controller_id: me.id,
+            region: self.node.identity().region.clone(),
+            brokers,
+            controller_id: self.node.controller().metrics().leader.unwrap_or(0),
             topics,
         }))
     }
@@ -185,6 +212,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
         let acks_none = request.acks == proto::Acks::None as i32;
         let keep_offsets = request.keep_offsets;
@@ -194,13 +222,24 @@ impl broker_server::Broker for BrokerService {
                 let node = self.node.clone();
                 let name = topic.topic.clone();
                 let index = partition.partition;
-                let batches = BytesMut::from(&partition.records[..]);
+                let batches = partition
+                    .records
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
                 let append = async move { node.produce(&name, index, batches, keep_offsets).await };
                 pending.push((topic.topic.clone(), index, tokio::spawn(append)));
             }
         }
         let mut topics: Vec<proto::TopicProduceResult> = Vec::new();
         for (topic, partition, task) in pending {
+            let failed = |code: i32, message: String| proto::PartitionProduceResult {
+                partition,
+                error_code: code,
+                error_message: message,
+                base_offset: -1,
+                last_offset: -1,
+                ..Default::default()
+            };
             let result = if acks_none {
                 // acks=0: the producer asked not to wait; the append still runs.
                 proto::PartitionProduceResult {
@@ -222,23 +261,12 @@ impl broker_server::Broker for BrokerService {
                     },
                     Ok(Err(err)) => {
                         tracing::debug!(%topic, partition, %err, "produce refused");
-                        proto::PartitionProduceResult {
-                            partition,
-                            error_code: err.code().as_i32(),
-                            error_message: err.to_string(),
-                            base_offset: -1,
-                            last_offset: -1,
-                            ..Default::default()
-                        }
+                        failed(err.code().as_i32(), err.to_string())
                     }
-                    Err(join) => proto::PartitionProduceResult {
-                        partition,
-                        error_code: ErrorCode::UnknownServerError.as_i32(),
-                        error_message: format!("append task failed: {join}"),
-                        base_offset: -1,
-                        last_offset: -1,
-                        ..Default::default()
-                    },
+                    Err(join) => failed(
+                        ErrorCode::UnknownServerError.as_i32(),
+                        format!("append task failed: {join}"),
+                    ),
                 }
             };
             match topics.iter_mut().find(|t| t.topic == topic) {
@@ -256,6 +284,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -280,7 +309,11 @@ impl broker_server::Broker for BrokerService {
                         partition: wanted.partition,
                         ..Default::default()
                     };
-                    match self.node.partition(&topic.topic, wanted.partition) {
+                    match self
+                        .node
+                        .led_partition(&topic.topic, wanted.partition)
+                        .await
+                    {
                         Ok(partition) => {
                             watches.push(partition.watch_high_watermark());
                             match partition.read(wanted.offset, budget) {
@@ -331,6 +364,7 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::ListOffsetsRequest>,
     ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
         let indexes: Vec<i32> = if request.partitions.is_empty() {
             let (_, topic) = self
@@ -338,37 +372,36 @@ impl broker_server::Broker for BrokerService {
                 .topics(std::slice::from_ref(&request.topic))
                 .remove(0);
             let topic = topic.map_err(|e| to_status(&e))?;
-            (0..topic.partitions.len() as i32).collect()
+            (0..topic.state.partitions.len() as i32).collect()
         } else {
             request.partitions.clone()
         };
-        let partitions = indexes
-            .into_iter()
-            .map(|index| {
-                let found = self.node.partition(&request.topic, index).and_then(|p| {
-                    Ok(match request.timestamp {
-                        -1 => (p.high_watermark(), -1),
-                        -2 => (p.log_start_offset(), -1),
-                        ts => p.offset_for_timestamp(ts)?.unwrap_or((-1, -1)),
-                    })
-                });
-                match found {
-                    Ok((offset, timestamp)) => proto::PartitionOffset {
-                        partition: index,
-                        offset,
-                        timestamp,
-                        ..Default::default()
-                    },
-                    Err(err) => proto::PartitionOffset {
-                        partition: index,
-                        error_code: err.code().as_i32(),
-                        error_message: err.to_string(),
-                        offset: -1,
-                        timestamp: -1,
-                    },
-                }
-            })
-            .collect();
+        let mut partitions = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let found = match self.node.led_partition(&request.topic, index).await {
+                Ok(p) => match request.timestamp {
+                    -1 => Ok((p.high_watermark(), -1)),
+                    -2 => Ok((p.log_start_offset(), -1)),
+                    ts => p.offset_for_timestamp(ts).map(|o| o.unwrap_or((-1, -1))),
+                },
+                Err(err) => Err(err),
+            };
+            partitions.push(match found {
+                Ok((offset, timestamp)) => proto::PartitionOffset {
+                    partition: index,
+                    offset,
+                    timestamp,
+                    ..Default::default()
+                },
+                Err(err) => proto::PartitionOffset {
+                    partition: index,
+                    error_code: err.code().as_i32(),
+                    error_message: err.to_string(),
+                    offset: -1,
+                    timestamp: -1,
+                },
+            });
+        }
         Ok(Response::new(proto::ListOffsetsResponse { partitions }))
     }
 
@@ -376,20 +409,15 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::OffsetCommitRequest>,
     ) -> Result<Response<proto::OffsetCommitResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
         let offsets: Vec<_> = request
             .offsets
             .iter()
-            .map(|o| {
-                let committed = CommittedOffset {
-                    offset: o.offset,
-                    metadata: o.metadata.clone(),
-                };
-                (o.topic.clone(), o.partition, committed)
-            })
+            .map(|o| (o.topic.clone(), o.partition, o.offset, o.metadata.clone()))
             .collect();
         let (error_code, error_message) =
-            error_fields(&self.node.commit_offsets(&request.group, &offsets));
+            error_fields(&self.node.commit_offsets(&request.group, &offsets).await);
         let offsets = request
             .offsets
             .into_iter()
@@ -406,25 +434,30 @@ impl broker_server::Broker for BrokerService {
         &self,
         request: Request<proto::OffsetFetchRequest>,
     ) -> Result<Response<proto::OffsetFetchResponse>, Status> {
+        self.ready().await?;
         let request = request.into_inner();
         let offsets = self
             .node
             .fetch_offsets(&request.group, &request.topics)
-            .map_err(|e| to_status(&e))?
             .into_iter()
-            .map(|(topic, partition, c)| proto::CommittedOffset {
-                topic,
-                partition,
-                offset: c.offset,
-                metadata: c.metadata,
-                ..Default::default()
-            })
+            .map(
+                |(topic, partition, offset, metadata)| proto::CommittedOffset {
+                    topic,
+                    partition,
+                    offset,
+                    metadata,
+                    ..Default::default()
+                },
+            )
             .collect();
         Ok(Response::new(proto::OffsetFetchResponse { offsets }))
     }
 }
 
-/// Runs a broker node for `view` until `shutdown` resolves.
+/// Runs a broker node for `view` until `shutdown` resolves: claims the data directory,
+/// starts the controller node (its Raft and API services share the broker's gRPC
+/// listener), joins the cluster with heartbeats, and on shutdown hands its leaderships
+/// over (controlled shutdown) before it stops.
 pub async fn serve(
     view: &topology::NodeView,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -441,6 +474,14 @@ pub async fn serve(
         .ok_or_else(|| BrokerError::InvalidRequest {
             reason: format!("{}/{} has no data_dir", view.region, view.name),
         })?;
+    let claim = DataDir::claim(&data_dir, &format!("{}/{}", view.region, view.name))?;
+    let listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .map_err(|e| BrokerError::Unreachable {
+            addr: grpc_addr.to_string(),
+            reason: format!("cannot listen: {e}"),
+        })?;
+    let controller = Controller::start(ControllerConfig::for_node(view)?).await?;
     let identity = crate::node::BrokerIdentity {
         region: view.region.clone(),
         name: view.name.clone(),
@@ -448,22 +489,48 @@ pub async fn serve(
         grpc_addr: grpc_addr.to_string(),
         kafka_addr: view.kafka_addr.map(|a| a.to_string()),
     };
-    let node = BrokerNode::open(identity, data_dir, view.topic_defaults.clone())?;
+    let node = BrokerNode::new(
+        identity,
+        data_dir,
+        view.topic_defaults.clone(),
+        claim,
+        controller.clone(),
+    );
     let housekeeping = tokio::spawn(node.clone().run_housekeeping(Duration::from_secs(5)));
-    let listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .map_err(|e| BrokerError::Unreachable {
-            addr: grpc_addr.to_string(),
-            reason: format!("cannot listen: {e}"),
+    let reconciler = tokio::spawn(node.clone().run_reconciler());
+    let (raft_service, api_service) = controller.services();
+    let registration =
+        BrokerRegistration::for_node(view).ok_or_else(|| BrokerError::InvalidRequest {
+            reason: format!("{}/{} is not a broker", view.region, view.name),
         })?;
+    controller.start_heartbeats(registration);
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
+
+    let stopping = {
+        let controller = controller.clone();
+        let region = view.region.clone();
+        let name = view.name.clone();
+        async move {
+            shutdown.await;
+            tracing::info!(%region, node = %name, "shutting down: handing leaderships over");
+            if let Err(err) = controller.controlled_shutdown().await {
+                tracing::warn!(%region, node = %name, %err, "controlled shutdown failed; stopping anyway");
+            }
+        }
+    };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(BrokerService::new(node).into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .add_service(raft_service)
+        .add_service(api_service)
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     housekeeping.abort();
+    reconciler.abort();
+    if let Err(err) = controller.shutdown().await {
+        tracing::warn!(%err, "controller shutdown");
+    }
     result.map_err(|e| BrokerError::Unreachable {
         addr: grpc_addr.to_string(),
         reason: e.to_string(),

@@ -367,23 +367,32 @@ impl Client {
         };
         let mut out = BTreeMap::new();
         for partition in &meta.partitions {
-            let addr = self.leader_addr(topic, partition.partition).await?;
-            let response = self
-                .stub(&addr)?
-                .list_offsets(proto::ListOffsetsRequest {
-                    topic: topic.to_owned(),
-                    partitions: vec![partition.partition],
-                    timestamp,
+            let index = partition.partition;
+            let offset = self
+                .with_leader(topic, index, |mut stub, addr| async move {
+                    let response = stub
+                        .list_offsets(proto::ListOffsetsRequest {
+                            topic: topic.to_owned(),
+                            partitions: vec![index],
+                            timestamp,
+                        })
+                        .await
+                        .map_err(|s| status_error(&addr, s))?
+                        .into_inner();
+                    let p = response.partitions.into_iter().next().ok_or_else(|| {
+                        BrokerError::InvalidRequest {
+                            reason: format!(
+                                "the broker's answer has no offset for {topic}-{index}"
+                            ),
+                        }
+                    })?;
+                    if p.error_code != 0 {
+                        return Err(remote_error(p.error_code, p.error_message));
+                    }
+                    Ok(p.offset)
                 })
-                .await
-                .map_err(|s| status_error(&addr, s))?
-                .into_inner();
-            for p in response.partitions {
-                if p.error_code != 0 {
-                    return Err(remote_error(p.error_code, p.error_message));
-                }
-                out.insert(p.partition, p.offset);
-            }
+                .await?;
+            out.insert(index, offset);
         }
         Ok(out)
     }

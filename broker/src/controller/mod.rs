@@ -43,8 +43,8 @@ use tonic::{Request, Response, Status};
 pub use liveness::Liveness;
 pub use network::{NetworkFactory, PeerClient, RaftService};
 pub use state::{
-    Applied, BrokerRecord, ClusterState, Command, CommandResult, PartitionState, Rejection,
-    TopicState, UNCLEAN_LEADER_ELECTION, assign_replicas,
+    Applied, BrokerRecord, ClusterState, Command, CommandResult, GroupOffset, PartitionState,
+    Rejection, TopicState, UNCLEAN_LEADER_ELECTION, assign_replicas,
 };
 pub use store::{LogStore, SnapshotBuilder, StateMachine};
 

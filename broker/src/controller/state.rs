@@ -89,6 +89,20 @@ pub struct ClusterState {
     pub next_assignment_start: u64,
     /// Index of the last log entry applied to this copy (0 before any).
     pub applied_index: u64,
+    /// Committed consumer group offsets: group → topic → partition → offset. The
+    /// controller is the groups' offset store, so a commit survives any broker's loss
+    /// and every broker answers OffsetFetch from its replicated copy.
+    #[serde(default)]
+    pub group_offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, GroupOffset>>>,
+}
+
+/// A committed group offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffset {
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// Free-form metadata from the committer.
+    pub metadata: String,
 }
 
 /// A change to the metadata, proposed through the controller and applied by every node.
@@ -159,6 +173,13 @@ pub enum Command {
     ControlledShutdown {
         /// Broker id.
         broker_id: u64,
+    },
+    /// Stores a group's committed offsets; all or nothing, every partition must exist.
+    CommitOffsets {
+        /// The group.
+        group: String,
+        /// (topic, partition, offset, metadata).
+        offsets: Vec<(String, u32, i64, String)>,
     },
 }
 
@@ -323,9 +344,43 @@ impl ClusterState {
                 configs,
             } => self.create_topic(name, *partitions, *replication_factor, configs),
             Command::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => Ok(Applied::Done),
+                Some(_) => {
+                    for topics in self.group_offsets.values_mut() {
+                        topics.remove(name);
+                    }
+                    self.group_offsets.retain(|_, topics| !topics.is_empty());
+                    Ok(Applied::Done)
+                }
                 None => Err(Rejection::UnknownTopic(name.clone())),
             },
+            Command::CommitOffsets { group, offsets } => {
+                if group.is_empty() {
+                    return Err(Rejection::Invalid("the group id is empty".into()));
+                }
+                for (topic, partition, _, _) in offsets {
+                    let t = self
+                        .topics
+                        .get(topic)
+                        .ok_or_else(|| Rejection::UnknownTopic(topic.clone()))?;
+                    if *partition as usize >= t.partitions.len() {
+                        return Err(Rejection::UnknownPartition {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        });
+                    }
+                }
+                let stored = self.group_offsets.entry(group.clone()).or_default();
+                for (topic, partition, offset, metadata) in offsets {
+                    stored.entry(topic.clone()).or_default().insert(
+                        *partition,
+                        GroupOffset {
+                            offset: *offset,
+                            metadata: metadata.clone(),
+                        },
+                    );
+                }
+                Ok(Applied::Done)
+            }
             Command::AlterIsr {
                 topic,
                 partition,

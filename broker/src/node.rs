@@ -479,8 +479,18 @@ impl BrokerNode {
         .await
     }
 
-    /// A group's committed offsets, from this broker's replicated copy.
-    pub fn fetch_offsets(&self, group: &str, topics: &[String]) -> Vec<(String, i32, i64, String)> {
+    /// A group's committed offsets, from this broker's replicated copy after a read
+    /// barrier, so that a commit acknowledged by any broker is seen here. Without a
+    /// quorum the barrier cannot pass: the local copy is served then, which may be older
+    /// (a consumer re-reads some records) but never newer than what was committed.
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Vec<(String, i32, i64, String)> {
+        if let Err(err) = self.read_barrier().await {
+            tracing::warn!(group, %err, "serving group offsets without a read barrier; they may be stale");
+        }
         let state = self.cluster();
         let Some(stored) = state.group_offsets.get(group) else {
             return Vec::new();
@@ -494,6 +504,23 @@ impl BrokerNode {
                     .map(move |(p, o)| (topic.clone(), *p as i32, o.offset, o.metadata.clone()))
             })
             .collect()
+    }
+
+    /// Commits a barrier through the controller and waits until this broker's copy has
+    /// applied it: everything committed before it is then visible here.
+    async fn read_barrier(&self) -> Result<()> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            .wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let node = self.identity.id;
+        self.controller
+            .propose(Command::Barrier { node, nonce })
+            .await?;
+        self.wait_applied(|s| s.barriers.get(&node) == Some(&nonce))
+            .await
     }
 
     /// Runs retention and age-based rolling on every hosted partition, forever.

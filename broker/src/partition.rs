@@ -255,19 +255,15 @@ async fn run_appender(
             return;
         };
         let log = partition.log.clone();
-        let outcome = tokio::task::spawn_blocking(move || append_group(&log, group, flush)).await;
+        let shared = partition.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || append_group(&shared, &log, group, flush)).await;
         match outcome {
             Ok(Err(())) => {
                 tracing::error!(topic = %partition.topic, partition = partition.index, "partition offline after a storage failure; restart the broker once the disk is healthy");
                 return;
             }
-            Ok(Ok(end)) => {
-                partition.high_watermark.send_if_modified(|hw| {
-                    let moved = *hw != end;
-                    *hw = end;
-                    moved
-                });
-            }
+            Ok(Ok(())) => {}
             Err(err) => {
                 tracing::error!(topic = %partition.topic, partition = partition.index, %err, "appender task failed");
                 return;
@@ -276,15 +272,17 @@ async fn run_appender(
     }
 }
 
-/// Appends every job, syncs once if the policy asks, then answers each job. Returns the
-/// offset up to which data may be shown, or `Err` when an fsync failed: then nothing
+/// Appends every job, syncs once if the policy asks, moves the high watermark, then
+/// answers each job (so an acknowledged record is already visible to a reader that asks
+/// right after the acknowledgement). `Err` when an fsync failed: then nothing
 /// appended since the last good sync can be trusted and the partition stops taking writes
 /// (restart recovery re-validates the tail), as Kafka takes a failed log dir offline.
 fn append_group(
+    partition: &Partition,
     log: &RwLock<PartitionLog>,
     group: Vec<AppendJob>,
     flush: FlushPolicy,
-) -> std::result::Result<i64, ()> {
+) -> std::result::Result<(), ()> {
     let started = Instant::now();
     let mut log = log.write().expect("partition log lock poisoned");
     let mut results = Vec::with_capacity(group.len());
@@ -312,9 +310,14 @@ fn append_group(
     }
     let end = log.log_end_offset();
     drop(log);
+    partition.high_watermark.send_if_modified(|hw| {
+        let moved = *hw != end;
+        *hw = end;
+        moved
+    });
     tracing::trace!(jobs = replies.len(), elapsed = ?started.elapsed(), "group commit");
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
-    Ok(end)
+    Ok(())
 }

@@ -439,6 +439,7 @@ impl broker_server::Broker for BrokerService {
         let offsets = self
             .node
             .fetch_offsets(&request.group, &request.topics)
+            .await
             .into_iter()
             .map(
                 |(topic, partition, offset, metadata)| proto::CommittedOffset {

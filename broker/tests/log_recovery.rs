@@ -166,4 +166,3 @@ fn an_empty_or_missing_directory_opens_as_an_empty_log() {
     assert_eq!(report.segments, 1);
     assert!(log.read(0, 100).unwrap().bytes.is_empty());
 }
-

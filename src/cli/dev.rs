@@ -28,8 +28,8 @@ pub struct DevArgs {
     /// Number of regions (1 to 5).
     #[arg(long, default_value_t = 2)]
     pub regions: usize,
-    /// Brokers per region.
-    #[arg(long, default_value_t = 1)]
+    /// Brokers per region (1 to 9); they form the region's controller quorum.
+    #[arg(long, default_value_t = 3)]
     pub brokers: usize,
 }
 
@@ -80,13 +80,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if args.brokers != 1 {
-        return Err(super::UsageError(format!(
-            "--brokers {} is not available yet: brokers of a region do not form a replicated \
-             cluster until the Raft controller lands (issue 4); use --brokers 1",
-            args.brokers
-        ))
-        .into());
+    if !(1..=9).contains(&args.brokers) {
+        return Err(
+            super::UsageError(format!("--brokers must be 1 to 9, not {}", args.brokers)).into(),
+        );
     }
     let (dir, _temp) = match &args.dir {
         Some(dir) => {
@@ -253,6 +250,7 @@ fn free_udp_addr(ip: Ipv4Addr, preferred: u16) -> anyhow::Result<SocketAddr> {
 async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     for (region, info) in &ready.regions {
+        let expected = info.bootstrap.split(',').count();
         for addr in info.bootstrap.split(',') {
             loop {
                 for node in running.iter_mut() {
@@ -265,7 +263,10 @@ async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result
                         );
                     }
                 }
-                if broker::client::Client::connect(addr).await.is_ok() {
+                // Up means: it answers, and the whole region's cluster has formed.
+                if let Ok(client) = broker::client::Client::connect(addr).await
+                    && client.cached_metadata().brokers.len() >= expected
+                {
                     break;
                 }
                 if Instant::now() > deadline {

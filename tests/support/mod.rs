@@ -183,3 +183,139 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration, log: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One broker process of a [`Region`].
+pub struct BrokerProc {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// A region of `n` brokers on 127.0.K.1..n, every broker a real process.
+pub struct Region {
+    pub dir: tempfile::TempDir,
+    pub topology: PathBuf,
+    pub brokers: Vec<BrokerProc>,
+}
+
+impl Region {
+    /// Writes the deployment file and starts every broker.
+    pub fn start(third_octet: u8, n: u8, extra_defaults: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = format!(
+            r#"[deployment]
+name = "test"
+
+[tls]
+dir = "tls"
+
+[tls.listeners]
+client = "off"
+inter_broker = "off"
+inter_region = "required"
+kafka = "off"
+metrics = "off"
+
+[gossip]
+keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+
+[topic_defaults]
+partitions = 3
+replication_factor = 1
+min_insync_replicas = 1
+{extra_defaults}
+
+[[regions]]
+name = "local"
+"#
+        );
+        let mut brokers = Vec::new();
+        for i in 1..=n {
+            let ip = Ipv4Addr::new(127, 0, third_octet, i);
+            let grpc = SocketAddr::from((ip, free_port(ip)));
+            let name = format!("b{i}");
+            text.push_str(&format!(
+                "\n[[regions.brokers]]\nname = \"{name}\"\nid = {i}\ngrpc = \"{grpc}\"\ngossip = \"{}\"\nmetrics = \"{}\"\ndata_dir = \"data/{name}\"\n",
+                SocketAddr::from((ip, free_port(ip))),
+                SocketAddr::from((ip, free_port(ip))),
+            ));
+            let log = dir.path().join(format!("{name}.log"));
+            brokers.push(BrokerProc {
+                name,
+                grpc,
+                child: None,
+                log,
+            });
+        }
+        let topology = dir.path().join("topology.toml");
+        std::fs::write(&topology, text).expect("write topology");
+        let mut region = Self {
+            dir,
+            topology,
+            brokers,
+        };
+        for i in 0..region.brokers.len() {
+            region.spawn(i);
+        }
+        for b in &region.brokers {
+            wait_for_port(b.grpc, Duration::from_secs(30), &b.log);
+        }
+        region
+    }
+
+    /// Starts broker `i` (0-based) again, or for the first time.
+    pub fn spawn(&mut self, i: usize) {
+        let b = &mut self.brokers[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&b.log)
+            .expect("log");
+        let child = meridian()
+            .args(["broker", "--topology"])
+            .arg(&self.topology)
+            .args(["--node", &format!("local/{}", b.name)])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn broker");
+        b.child = Some(child);
+    }
+
+    /// kill -9 broker `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.brokers[i].child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// `--bootstrap` naming only broker `i`.
+    pub fn bootstrap_of(&self, i: usize) -> String {
+        self.brokers[i].grpc.to_string()
+    }
+
+    /// Every broker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| {
+                format!(
+                    "--- {}\n{}",
+                    b.name,
+                    std::fs::read_to_string(&b.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        for i in 0..self.brokers.len() {
+            self.kill9(i);
+        }
+    }
+}

@@ -96,15 +96,20 @@ impl Consumer {
             }
             None => BTreeMap::new(),
         };
+        let uncommitted: Vec<i32> = chosen
+            .iter()
+            .copied()
+            .filter(|p| !committed.contains_key(&(config.topic.clone(), *p)))
+            .collect();
         let fallback = match config.start {
             StartOffset::Earliest => Some(
                 client
-                    .list_offsets(&config.topic, OffsetSpec::Earliest)
+                    .list_offsets_of(&config.topic, &uncommitted, OffsetSpec::Earliest)
                     .await?,
             ),
             StartOffset::Latest => Some(
                 client
-                    .list_offsets(&config.topic, OffsetSpec::Latest)
+                    .list_offsets_of(&config.topic, &uncommitted, OffsetSpec::Latest)
                     .await?,
             ),
             StartOffset::Offset(_) => None,
@@ -244,13 +249,9 @@ impl Consumer {
 
     /// The high watermark of each partition read, to know when everything was consumed.
     pub async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>> {
-        let all = self
-            .client
-            .list_offsets(&self.config.topic, OffsetSpec::Latest)
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter(|(p, _)| self.positions.contains_key(p))
-            .collect())
+        let mine: Vec<i32> = self.positions.keys().copied().collect();
+        self.client
+            .list_offsets_of(&self.config.topic, &mine, OffsetSpec::Latest)
+            .await
     }
 }

@@ -300,14 +300,37 @@ impl Client {
             })
     }
 
-    /// Any broker, for requests every broker answers.
-    pub(crate) fn any_broker(&self) -> String {
-        let meta = self.cached_metadata();
-        meta.brokers
+    /// Sends a request every broker can answer (admin, group offsets) to the known
+    /// brokers in turn, moving on while one is unreachable, so that a dead broker (still
+    /// in metadata until its session times out) is invisible to the caller.
+    pub(crate) async fn with_any_broker<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(BrokerClient<Channel>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut candidates: Vec<String> = self
+            .cached_metadata()
+            .brokers
             .values()
-            .next()
             .map(|b| b.grpc_addr.clone())
-            .unwrap_or_else(|| self.inner.bootstrap[0].clone())
+            .collect();
+        for addr in &self.inner.bootstrap {
+            if !candidates.contains(addr) {
+                candidates.push(addr.clone());
+            }
+        }
+        let mut last_error = None;
+        for addr in candidates {
+            match call(self.stub(&addr)?, addr).await {
+                Err(err @ BrokerError::Unreachable { .. }) => last_error = Some(err),
+                other => return other,
+            }
+        }
+        let _ = self.refresh_metadata().await;
+        Err(last_error.unwrap_or_else(|| BrokerError::Unreachable {
+            addr: self.inner.bootstrap.join(","),
+            reason: "no broker answered".into(),
+        }))
     }
 
     /// Creates topics; per-topic failures are returned in order, not as one error.
@@ -316,7 +339,6 @@ impl Client {
         specs: Vec<TopicSpec>,
         validate_only: bool,
     ) -> Result<Vec<(String, Result<()>)>> {
-        let addr = self.any_broker();
         let request = proto::CreateTopicsRequest {
             topics: specs
                 .into_iter()
@@ -330,10 +352,15 @@ impl Client {
             validate_only,
         };
         let response = self
-            .stub(&addr)?
-            .create_topics(request)
-            .await
-            .map_err(|s| status_error(&addr, s))?
+            .with_any_broker(|mut stub, addr| {
+                let request = request.clone();
+                async move {
+                    stub.create_topics(request)
+                        .await
+                        .map_err(|s| status_error(&addr, s))
+                }
+            })
+            .await?
             .into_inner();
         self.refresh_metadata().await?;
         Ok(response.results.into_iter().map(topic_result).collect())
@@ -346,12 +373,17 @@ impl Client {
 
     /// Deletes topics; per-topic failures are returned in order.
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<(String, Result<()>)>> {
-        let addr = self.any_broker();
+        let request = proto::DeleteTopicsRequest { names };
         let response = self
-            .stub(&addr)?
-            .delete_topics(proto::DeleteTopicsRequest { names })
-            .await
-            .map_err(|s| status_error(&addr, s))?
+            .with_any_broker(|mut stub, addr| {
+                let request = request.clone();
+                async move {
+                    stub.delete_topics(request)
+                        .await
+                        .map_err(|s| status_error(&addr, s))
+                }
+            })
+            .await?
             .into_inner();
         self.refresh_metadata().await?;
         Ok(response.results.into_iter().map(topic_result).collect())
@@ -360,14 +392,24 @@ impl Client {
     /// Offsets of every partition of a topic, by partition.
     pub async fn list_offsets(&self, topic: &str, spec: OffsetSpec) -> Result<BTreeMap<i32, i64>> {
         let meta = self.topic(topic).await?;
+        let all: Vec<i32> = meta.partitions.iter().map(|p| p.partition).collect();
+        self.list_offsets_of(topic, &all, spec).await
+    }
+
+    /// Offsets of some partitions of a topic (asking only their leaders), by partition.
+    pub async fn list_offsets_of(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<BTreeMap<i32, i64>> {
         let timestamp = match spec {
             OffsetSpec::Earliest => -2,
             OffsetSpec::Latest => -1,
             OffsetSpec::Timestamp(ts) => ts,
         };
         let mut out = BTreeMap::new();
-        for partition in &meta.partitions {
-            let index = partition.partition;
+        for &index in partitions {
             let offset = self
                 .with_leader(topic, index, |mut stub, addr| async move {
                     let response = stub
@@ -399,23 +441,28 @@ impl Client {
 
     /// Commits a group's offsets (the next offset to read, per partition).
     pub async fn commit_offsets(&self, group: &str, offsets: &[(String, i32, i64)]) -> Result<()> {
-        let addr = self.any_broker();
+        let request = proto::OffsetCommitRequest {
+            group: group.to_owned(),
+            offsets: offsets
+                .iter()
+                .map(|(topic, partition, offset)| proto::CommittedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                    ..Default::default()
+                })
+                .collect(),
+        };
         let response = self
-            .stub(&addr)?
-            .offset_commit(proto::OffsetCommitRequest {
-                group: group.to_owned(),
-                offsets: offsets
-                    .iter()
-                    .map(|(topic, partition, offset)| proto::CommittedOffset {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        offset: *offset,
-                        ..Default::default()
-                    })
-                    .collect(),
+            .with_any_broker(|mut stub, addr| {
+                let request = request.clone();
+                async move {
+                    stub.offset_commit(request)
+                        .await
+                        .map_err(|s| status_error(&addr, s))
+                }
             })
-            .await
-            .map_err(|s| status_error(&addr, s))?
+            .await?
             .into_inner();
         match response.offsets.into_iter().find(|o| o.error_code != 0) {
             Some(failed) => Err(remote_error(failed.error_code, failed.error_message)),
@@ -429,15 +476,20 @@ impl Client {
         group: &str,
         topics: &[String],
     ) -> Result<BTreeMap<(String, i32), i64>> {
-        let addr = self.any_broker();
+        let request = proto::OffsetFetchRequest {
+            group: group.to_owned(),
+            topics: topics.to_vec(),
+        };
         let response = self
-            .stub(&addr)?
-            .offset_fetch(proto::OffsetFetchRequest {
-                group: group.to_owned(),
-                topics: topics.to_vec(),
+            .with_any_broker(|mut stub, addr| {
+                let request = request.clone();
+                async move {
+                    stub.offset_fetch(request)
+                        .await
+                        .map_err(|s| status_error(&addr, s))
+                }
             })
-            .await
-            .map_err(|s| status_error(&addr, s))?
+            .await?
             .into_inner();
         Ok(response
             .offsets

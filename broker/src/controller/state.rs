@@ -94,6 +94,9 @@ pub struct ClusterState {
     /// and every broker answers OffsetFetch from its replicated copy.
     #[serde(default)]
     pub group_offsets: BTreeMap<String, BTreeMap<String, BTreeMap<u32, GroupOffset>>>,
+    /// The last read barrier each broker passed (see `Command::Barrier`).
+    #[serde(default)]
+    pub barriers: BTreeMap<u64, u64>,
 }
 
 /// A committed group offset.
@@ -173,6 +176,15 @@ pub enum Command {
     ControlledShutdown {
         /// Broker id.
         broker_id: u64,
+    },
+    /// A no-op that a broker commits before a read that must see every earlier commit
+    /// (a read barrier): once its own copy shows `nonce`, it has applied everything
+    /// committed before it, even if the leader that committed it has died since.
+    Barrier {
+        /// The broker passing the barrier.
+        node: u64,
+        /// Unique per barrier.
+        nonce: u64,
     },
     /// Stores a group's committed offsets; all or nothing, every partition must exist.
     CommitOffsets {
@@ -353,6 +365,10 @@ impl ClusterState {
                 }
                 None => Err(Rejection::UnknownTopic(name.clone())),
             },
+            Command::Barrier { node, nonce } => {
+                self.barriers.insert(*node, *nonce);
+                Ok(Applied::Done)
+            }
             Command::CommitOffsets { group, offsets } => {
                 if group.is_empty() {
                     return Err(Rejection::Invalid("the group id is empty".into()));

@@ -193,7 +193,19 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
     );
     let mut id = 0;
     for (r, name) in REGION_NAMES.iter().take(regions).enumerate() {
-        writeln!(text, "[[regions]]\nname = \"{name}\"\n")?;
+        // A Raft quorum needs an odd number of voters: with an even broker count the
+        // last broker follows the metadata as a learner.
+        let voters = if brokers % 2 == 1 {
+            brokers
+        } else {
+            brokers - 1
+        };
+        let quorum: Vec<String> = (1..=voters).map(|b| format!("\"b{b}\"")).collect();
+        writeln!(
+            text,
+            "[[regions]]\nname = \"{name}\"\ncontroller_quorum = [{}]\n",
+            quorum.join(", ")
+        )?;
         for b in 1..=brokers {
             id += 1;
             let ip = Ipv4Addr::new(127, 0, (r + 1) as u8, b as u8);
@@ -320,7 +332,9 @@ fn print_tour(dir: &Path, ready: &Ready) {
     println!("  {me} topic describe orders --bootstrap {b}");
     println!();
     println!("Region {first} is shown; every region has its own bootstrap above.");
-    println!("Not built yet: mirror workers, mTLS, metrics, the Kafka listener (see the README).");
+    println!(
+        "Not built yet: replication between brokers (topics are rf=1), mirror workers, mTLS, metrics, the Kafka listener (see the README)."
+    );
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

@@ -1,0 +1,143 @@
+//! The front door: `meridian dev --dir DIR` brings up every region's cluster as separate
+//! processes, writes ready.json in the documented shape, serves clients, reports (and
+//! does not restart) a node that dies, and stops everything on Ctrl-C with exit 0.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn wait_for_file(path: &Path, timeout: Duration, dev: &mut std::process::Child) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        if let Some(status) = dev.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(dev.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("meridian dev exited ({status}) before it was ready: {stderr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+#[test]
+fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = support::meridian()
+        .args(["dev", "--regions", "2", "--brokers", "2", "--dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meridian dev");
+    let ready: serde_json::Value = serde_json::from_str(&wait_for_file(
+        &dir.path().join("ready.json"),
+        Duration::from_secs(90),
+        &mut dev,
+    ))
+    .expect("json");
+
+    let regions = ready["regions"].as_object().expect("regions object");
+    assert_eq!(regions.len(), 2, "{ready}");
+    let nodes = ready["nodes"].as_array().expect("nodes array");
+    assert_eq!(nodes.len(), 4, "{ready}");
+    for node in nodes {
+        assert_eq!(node["role"], "broker");
+        assert!(
+            alive(node["pid"].as_i64().unwrap() as i32),
+            "{node} is not running"
+        );
+        assert!(regions.contains_key(node["region"].as_str().unwrap()));
+    }
+    assert!(dir.path().join("topology.toml").exists());
+    let out = support::run_ok(&[
+        "config",
+        "validate",
+        dir.path().join("topology.toml").to_str().unwrap(),
+    ]);
+    assert!(out.contains("ok"), "{out}");
+
+    // A client can use a region from its bootstrap list.
+    let bootstrap = regions["us-east"]["bootstrap"].as_str().unwrap().to_owned();
+    assert_eq!(bootstrap.split(',').count(), 2);
+    support::run_ok(&[
+        "topic",
+        "create",
+        "tour",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    let produced = support::run_with_stdin(
+        &["produce", "tour", "--bootstrap", &bootstrap],
+        b"a\nb\nc\n",
+    );
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let consumed = support::run_ok(&[
+        "consume",
+        "tour",
+        "--from-beginning",
+        "--exit-at-end",
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    let mut values: Vec<&str> = consumed.lines().collect();
+    values.sort_unstable();
+    assert_eq!(values, ["a", "b", "c"]);
+
+    // A node that dies stays dead (a real crash), and dev keeps running.
+    let victim = nodes[3]["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        dev.try_wait().unwrap().is_none(),
+        "dev must keep running when one node dies"
+    );
+
+    // Ctrl-C stops every node and exits 0.
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGINT).unwrap();
+    let output = dev.wait_with_output().expect("dev exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "dev exit: {:?}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("not restarting"),
+        "the death was not reported: {stderr}"
+    );
+    for node in nodes {
+        let pid = node["pid"].as_i64().unwrap() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!alive(pid), "{node} still running after dev stopped");
+    }
+    assert!(
+        !dir.path().join("ready.json").exists(),
+        "ready.json must go away with the deployment"
+    );
+}

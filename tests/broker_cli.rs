@@ -107,6 +107,56 @@ fn cli_round_trip_keeps_every_key_value_header_and_partition_order() {
     assert!(described.contains("3 partitions"), "{described}");
     let listed = run_ok(&["topic", "list", "--bootstrap", &b]);
     assert_eq!(listed.trim(), "orders");
+
+    // A group reads 1,000 records and commits; groups list|describe show it with its lag.
+    let read = run_ok(&[
+        "consume",
+        "orders",
+        "--from-beginning",
+        "--max",
+        "1000",
+        "--group",
+        "billing",
+        "--bootstrap",
+        &b,
+    ]);
+    assert_eq!(read.lines().count(), 1000);
+    let groups = run_ok(&["groups", "list", "--bootstrap", &b]);
+    assert_eq!(groups.trim(), "billing\torders");
+    let described = run_ok(&["groups", "describe", "billing", "--json", "--bootstrap", &b]);
+    let rows: Vec<serde_json::Value> = described
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{described}");
+    let committed: i64 = rows
+        .iter()
+        .map(|r| r["committed_offset"].as_i64().unwrap())
+        .sum();
+    let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
+    assert_eq!(
+        committed, 1000,
+        "exactly the records printed were committed: {described}"
+    );
+    assert_eq!(lag, RECORDS as i64 - 1000, "{described}");
+
+    // The group resumes where it committed: the next 10 records are new ones.
+    let next = run_ok(&[
+        "consume",
+        "orders",
+        "--max",
+        "10",
+        "--group",
+        "billing",
+        "--bootstrap",
+        &b,
+    ]);
+    for value in next.lines() {
+        assert!(
+            !read.lines().any(|v| v == value),
+            "{value} was delivered twice to the group"
+        );
+    }
 }
 
 #[test]

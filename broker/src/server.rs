@@ -453,6 +453,28 @@ impl broker_server::Broker for BrokerService {
             .collect();
         Ok(Response::new(proto::OffsetFetchResponse { offsets }))
     }
+
+    async fn list_groups(
+        &self,
+        _request: Request<proto::ListGroupsRequest>,
+    ) -> Result<Response<proto::ListGroupsResponse>, Status> {
+        self.ready().await?;
+        Ok(Response::new(proto::ListGroupsResponse {
+            groups: group_listings(&self.node),
+        }))
+    }
+}
+
+/// Groups known to the region, with the topics they committed offsets on.
+fn group_listings(node: &BrokerNode) -> Vec<proto::GroupListing> {
+    node.cluster()
+        .group_offsets
+        .iter()
+        .map(|(group, topics)| proto::GroupListing {
+            group: group.clone(),
+            topics: topics.keys().cloned().collect(),
+        })
+        .collect()
 }
 
 /// Runs a broker node for `view` until `shutdown` resolves: claims the data directory,

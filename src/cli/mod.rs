@@ -8,6 +8,7 @@ mod config;
 mod connect;
 mod consume;
 mod dev;
+mod groups;
 mod produce;
 mod topic;
 
@@ -38,6 +39,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// List consumer groups and show their offsets and lag.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Check and show deployment files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Groups(cmd) => groups::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

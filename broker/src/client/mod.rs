@@ -498,6 +498,23 @@ impl Client {
             .collect())
     }
 
+    /// Every group with committed offsets, with the topics it committed on.
+    pub async fn list_groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let response = self
+            .with_any_broker(|mut stub, addr| async move {
+                stub.list_groups(proto::ListGroupsRequest {})
+                    .await
+                    .map_err(|s| status_error(&addr, s))
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .groups
+            .into_iter()
+            .map(|g| (g.group, g.topics))
+            .collect())
+    }
+
     /// Sends a request to a partition's leader, refreshing metadata and retrying with
     /// backoff while the error is retriable (leader moved, not available yet).
     pub(crate) async fn with_leader<T, F, Fut>(

@@ -407,11 +407,17 @@ fn dispatch(
         let acks = config.acks;
         let timeout = config.request_timeout;
         tokio::spawn(async move {
-            let mut records = Vec::with_capacity(bytes);
-            for pending in &pendings {
-                records.extend_from_slice(&pending.batch.bytes);
-            }
-            let records = Bytes::from(records);
+            // One batch goes as it is; several are concatenated into one request.
+            let records = match pendings.as_slice() {
+                [only] => only.batch.bytes.clone(),
+                _ => {
+                    let mut joined = Vec::with_capacity(bytes);
+                    for pending in &pendings {
+                        joined.extend_from_slice(&pending.batch.bytes);
+                    }
+                    Bytes::from(joined)
+                }
+            };
             let result = send_request(&client, &topic, partition, records, acks, timeout).await;
             let mut batches = Vec::with_capacity(pendings.len());
             let mut next_offset = result.as_ref().map(|base| *base).unwrap_or(-1);

@@ -1,6 +1,19 @@
 //! The producer: records go into a per-topic accumulator (batching with linger and a
 //! size limit, Kafka's partitioner), ready batches go to partition leaders.
 //!
+//! ```text
+//!  send() ──lock──▶ accumulator.add ──(sealed)──▶ wake sender task
+//!                                                      │ ready(now): encoded batches
+//!                                                      ▼
+//!                              per-partition queue ──▶ Produce request (one in flight
+//!                                                      per partition) ──▶ replies, release
+//! ```
+//!
+//! `send` adds the record to the accumulator itself, under a mutex held for
+//! microseconds, instead of passing every record through a channel to one task: that
+//! hop was the largest cost per record (BENCHMARKS.md). A background task only turns
+//! ready batches into requests.
+//!
 //! Ordering: a partition has at most one Produce request in flight; batches that become
 //! ready meanwhile queue and leave together in the next request (the log appends a
 //! request's batches in order). Different partitions proceed in parallel, up to
@@ -10,11 +23,11 @@
 //! `enable.idempotence=false`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use crate::client::{Client, remote_error, status_to_error};
 use crate::error::{BrokerError, Result};
@@ -70,78 +83,13 @@ pub struct Delivery {
 
 type Reply = oneshot::Sender<Result<Delivery>>;
 
-enum Command {
-    Send {
-        topic: String,
-        partition: Option<i32>,
-        record: Record,
-        reply: Reply,
-    },
-    Flush(oneshot::Sender<()>),
-}
-
-/// Sends records to one region's cluster. Cheap to clone; every clone feeds the same
-/// background task.
-#[derive(Debug, Clone)]
-pub struct Producer {
-    commands: mpsc::Sender<Command>,
-}
-
-impl Producer {
-    /// Starts a producer on `client`.
-    pub fn new(client: Client, config: ProducerConfig) -> Result<Self> {
-        config.batching.validate()?;
-        let (commands, receiver) = mpsc::channel(4096);
-        tokio::spawn(run(client, config, receiver));
-        Ok(Self { commands })
-    }
-
-    /// Queues a record; `partition` overrides the partitioner. The returned future
-    /// resolves once the record is acknowledged (or fails). Waits while the producer's
-    /// buffer is full.
-    pub async fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        record: Record,
-    ) -> Result<impl std::future::Future<Output = Result<Delivery>> + use<>> {
-        let (reply, delivery) = oneshot::channel();
-        self.commands
-            .send(Command::Send {
-                topic: topic.to_owned(),
-                partition,
-                record,
-                reply,
-            })
-            .await
-            .map_err(|_| closed())?;
-        Ok(async move { delivery.await.map_err(|_| closed())? })
-    }
-
-    /// Sends everything buffered now and waits until every record sent before this call
-    /// is acknowledged or failed.
-    pub async fn flush(&self) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| closed())?;
-        wait.await.map_err(|_| closed())
-    }
-}
-
-fn closed() -> BrokerError {
-    BrokerError::InvalidRequest {
-        reason: "the producer has stopped".into(),
-    }
-}
-
 /// A batch waiting to be sent, with the replies of its records in order.
 struct Pending {
     batch: ReadyBatch,
     replies: Vec<Reply>,
 }
 
+#[derive(Default)]
 struct PartitionQueue {
     queued: VecDeque<Pending>,
     in_flight: bool,
@@ -156,175 +104,220 @@ struct TopicState {
     queues: HashMap<i32, PartitionQueue>,
 }
 
-/// A finished request: which partition, and the batches to release.
-struct Completed {
-    topic: String,
-    partition: i32,
-    batches: Vec<ReadyBatch>,
+impl TopicState {
+    /// Moves encoded batches to their partition's queue with their records' replies.
+    fn enqueue(&mut self, batches: Vec<ReadyBatch>) {
+        for batch in batches {
+            let waiting = self.waiting.entry(batch.partition).or_default();
+            let replies: Vec<Reply> = waiting
+                .drain(..batch.record_count.min(waiting.len()))
+                .collect();
+            self.partitioner
+                .on_batch_ready(batch.partition, self.partition_count);
+            self.queues
+                .entry(batch.partition)
+                .or_default()
+                .queued
+                .push_back(Pending { batch, replies });
+        }
+    }
+
+    fn fail_waiting(&mut self, err: &BrokerError) {
+        for (_, waiting) in self.waiting.drain() {
+            for reply in waiting {
+                let _ = reply.send(Err(clone_error(err)));
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.accumulator.is_empty()
+            && self
+                .queues
+                .values()
+                .all(|q| q.queued.is_empty() && !q.in_flight)
+    }
 }
 
-async fn run(client: Client, config: ProducerConfig, mut commands: mpsc::Receiver<Command>) {
-    let mut topics: HashMap<String, TopicState> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completed>();
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut blocked: Option<Command> = None;
-    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut open = true;
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, TopicState>,
+    /// Set by `flush`: drain every accumulator now, regardless of linger.
+    drain: bool,
+    closed: bool,
+}
 
-    loop {
-        let next_ready = topics
-            .values()
-            .filter_map(|t| t.accumulator.next_ready_at())
-            .min();
-        let sleep_until = next_ready.map(tokio::time::Instant::from_std);
-        tokio::select! {
-            biased;
-            Some(done) = done_rx.recv() => {
-                if let Some(state) = topics.get_mut(&done.topic) {
-                    for batch in &done.batches {
-                        state.accumulator.release(batch);
-                    }
-                    if let Some(queue) = state.queues.get_mut(&done.partition) {
-                        queue.in_flight = false;
-                    }
-                }
-                if let Some(command) = blocked.take() {
-                    blocked = handle(&client, &config, &mut topics, command, &mut flushes).await;
-                }
-            }
-            command = commands.recv(), if open && blocked.is_none() => match command {
-                Some(command) => blocked = handle(&client, &config, &mut topics, command, &mut flushes).await,
-                None => {
-                    open = false;
-                    for state in topics.values_mut() {
-                        drain(state, true);
-                    }
-                }
-            },
-            _ = async { match sleep_until { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
-        }
-        let now = Instant::now();
-        for state in topics.values_mut() {
-            if state
-                .accumulator
-                .next_ready_at()
-                .is_some_and(|at| at <= now)
-            {
-                match state.accumulator.ready(now) {
-                    Ok(batches) => enqueue(state, batches),
-                    Err(err) => fail_all(state, &err),
-                }
-            }
-        }
-        for (name, state) in topics.iter_mut() {
-            dispatch(&client, &config, name, state, &permits, &done_tx);
-        }
-        let idle = topics.values().all(|t| {
-            t.accumulator.is_empty()
-                && t.queues
-                    .values()
-                    .all(|q| q.queued.is_empty() && !q.in_flight)
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    /// Wakes the sender task: a batch was sealed, a request finished, a flush began.
+    wake: Notify,
+    /// Wakes senders blocked on a full buffer, and flushers, when memory is released.
+    progress: Notify,
+    permits: Arc<Semaphore>,
+}
+
+/// Sends records to one region's cluster. Cheap to clone; every clone shares the same
+/// buffers and background task. Dropping the last clone stops the producer after
+/// flushing what was buffered.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    _stopper: Arc<Stopper>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+/// Closes the producer when the last handle goes away.
+struct Stopper(Arc<Shared>);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.0.state.lock().expect("producer state poisoned").closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+impl Producer {
+    /// Starts a producer on `client`.
+    pub fn new(client: Client, config: ProducerConfig) -> Result<Self> {
+        config.batching.validate()?;
+        let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            permits,
         });
-        if idle {
-            for flush in flushes.drain(..) {
-                let _ = flush.send(());
+        tokio::spawn(run_sender(shared.clone()));
+        Ok(Self {
+            _stopper: Arc::new(Stopper(shared.clone())),
+            shared,
+        })
+    }
+
+    /// Queues a record; `partition` overrides the partitioner. The returned future
+    /// resolves once the record is acknowledged (or fails). Waits while the producer's
+    /// buffer is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: Record,
+    ) -> Result<impl std::future::Future<Output = Result<Delivery>> + use<>> {
+        let (reply, delivery) = oneshot::channel();
+        self.add(topic, partition, record, reply).await?;
+        Ok(async move { delivery.await.map_err(|_| closed())? })
+    }
+
+    async fn add(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        mut record: Record,
+        reply: Reply,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let known = shared
+            .state
+            .lock()
+            .expect("producer state poisoned")
+            .topics
+            .contains_key(topic);
+        if !known {
+            let meta = shared.client.topic(topic).await?;
+            let accumulator = Accumulator::new(shared.config.batching)?;
+            let mut state = shared.state.lock().expect("producer state poisoned");
+            state
+                .topics
+                .entry(topic.to_owned())
+                .or_insert_with(|| TopicState {
+                    accumulator,
+                    partitioner: Partitioner::new(rand_seed()),
+                    partition_count: meta.partitions.len() as i32,
+                    waiting: HashMap::new(),
+                    queues: HashMap::new(),
+                });
+        }
+        let mut chosen_partition = partition;
+        loop {
+            // Register interest before looking, so a release between the look and the
+            // wait is not missed.
+            let released = shared.progress.notified();
+            {
+                let mut guard = shared.state.lock().expect("producer state poisoned");
+                let t = guard
+                    .topics
+                    .get_mut(topic)
+                    .expect("topic state inserted above");
+                let chosen = match chosen_partition {
+                    Some(p) if (0..t.partition_count).contains(&p) => p,
+                    Some(p) => {
+                        return Err(BrokerError::InvalidPartition {
+                            topic: topic.to_owned(),
+                            partition: p,
+                            count: t.partition_count,
+                        });
+                    }
+                    None => t
+                        .partitioner
+                        .partition(record.key.as_deref(), t.partition_count)?,
+                };
+                match t.accumulator.add(chosen, record, Instant::now())? {
+                    Append::Added { batch_sealed } => {
+                        let waiting = t.waiting.entry(chosen).or_default();
+                        let first = waiting.is_empty();
+                        waiting.push_back(reply);
+                        if batch_sealed {
+                            t.partitioner.on_batch_ready(chosen, t.partition_count);
+                        }
+                        drop(guard);
+                        if batch_sealed || first {
+                            // A sealed batch can leave now; a first record starts a linger.
+                            shared.wake.notify_one();
+                        }
+                        return Ok(());
+                    }
+                    Append::Full(back) => {
+                        record = back;
+                        chosen_partition = Some(chosen);
+                    }
+                }
             }
-            if !open {
-                return;
+            shared.wake.notify_one();
+            released.await;
+        }
+    }
+
+    /// Sends everything buffered now and waits until every record sent before this call
+    /// is acknowledged or failed.
+    pub async fn flush(&self) -> Result<()> {
+        let shared = &self.shared;
+        loop {
+            let progressed = shared.progress.notified();
+            {
+                let mut state = shared.state.lock().expect("producer state poisoned");
+                if state.topics.values().all(TopicState::is_idle) {
+                    return Ok(());
+                }
+                state.drain = true;
             }
+            shared.wake.notify_one();
+            progressed.await;
         }
     }
 }
 
-/// Handles one command; returns it back when the buffer is full and it must wait.
-async fn handle(
-    client: &Client,
-    config: &ProducerConfig,
-    topics: &mut HashMap<String, TopicState>,
-    command: Command,
-    flushes: &mut Vec<oneshot::Sender<()>>,
-) -> Option<Command> {
-    match command {
-        Command::Flush(done) => {
-            for state in topics.values_mut() {
-                drain(state, false);
-            }
-            flushes.push(done);
-            None
-        }
-        Command::Send {
-            topic,
-            partition,
-            record,
-            reply,
-        } => {
-            if !topics.contains_key(&topic) {
-                let meta = match client.topic(&topic).await {
-                    Ok(meta) => meta,
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                        return None;
-                    }
-                };
-                let accumulator = match Accumulator::new(config.batching) {
-                    Ok(a) => a,
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                        return None;
-                    }
-                };
-                topics.insert(
-                    topic.clone(),
-                    TopicState {
-                        accumulator,
-                        partitioner: Partitioner::new(rand_seed()),
-                        partition_count: meta.partitions.len() as i32,
-                        waiting: HashMap::new(),
-                        queues: HashMap::new(),
-                    },
-                );
-            }
-            let state = topics.get_mut(&topic).expect("inserted above");
-            let chosen = match partition {
-                Some(p) if (0..state.partition_count).contains(&p) => Ok(p),
-                Some(p) => Err(BrokerError::InvalidPartition {
-                    topic: topic.clone(),
-                    partition: p,
-                    count: state.partition_count,
-                }),
-                None => state
-                    .partitioner
-                    .partition(record.key.as_deref(), state.partition_count),
-            };
-            let chosen = match chosen {
-                Ok(p) => p,
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                    return None;
-                }
-            };
-            match state.accumulator.add(chosen, record, Instant::now()) {
-                Ok(Append::Added { batch_sealed }) => {
-                    state.waiting.entry(chosen).or_default().push_back(reply);
-                    if batch_sealed {
-                        state
-                            .partitioner
-                            .on_batch_ready(chosen, state.partition_count);
-                    }
-                    None
-                }
-                Ok(Append::Full(record)) => Some(Command::Send {
-                    topic,
-                    partition: Some(chosen),
-                    record,
-                    reply,
-                }),
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                    None
-                }
-            }
-        }
+fn closed() -> BrokerError {
+    BrokerError::InvalidRequest {
+        reason: "the producer has stopped".into(),
     }
 }
 
@@ -336,76 +329,73 @@ fn rand_seed() -> u64 {
     nanos ^ u64::from(std::process::id()).rotate_left(32)
 }
 
-fn drain(state: &mut TopicState, _closing: bool) {
-    match state.accumulator.drain_all() {
-        Ok(batches) => enqueue(state, batches),
-        Err(err) => fail_all(state, &err),
-    }
-}
-
-fn enqueue(state: &mut TopicState, batches: Vec<ReadyBatch>) {
-    for batch in batches {
-        let waiting = state.waiting.entry(batch.partition).or_default();
-        let replies: Vec<Reply> = waiting
-            .drain(..batch.record_count.min(waiting.len()))
-            .collect();
-        state
-            .partitioner
-            .on_batch_ready(batch.partition, state.partition_count);
-        state
-            .queues
-            .entry(batch.partition)
-            .or_insert_with(|| PartitionQueue {
-                queued: VecDeque::new(),
-                in_flight: false,
-            })
-            .queued
-            .push_back(Pending { batch, replies });
-    }
-}
-
-fn fail_all(state: &mut TopicState, err: &BrokerError) {
-    let message = err.to_string();
-    for (_, waiting) in state.waiting.drain() {
-        for reply in waiting {
-            let _ = reply.send(Err(BrokerError::InvalidRequest {
-                reason: message.clone(),
-            }));
+/// Turns ready batches into requests until the producer is closed and idle.
+async fn run_sender(shared: Arc<Shared>) {
+    loop {
+        let woken = shared.wake.notified();
+        let next_ready = {
+            let mut state = shared.state.lock().expect("producer state poisoned");
+            let state = &mut *state;
+            let now = Instant::now();
+            let drain = std::mem::take(&mut state.drain) || state.closed;
+            for t in state.topics.values_mut() {
+                let batches = if drain {
+                    t.accumulator.drain_all()
+                } else if t.accumulator.next_ready_at().is_some_and(|at| at <= now) {
+                    t.accumulator.ready(now)
+                } else {
+                    continue;
+                };
+                match batches {
+                    Ok(batches) => t.enqueue(batches),
+                    Err(err) => t.fail_waiting(&err),
+                }
+            }
+            for (name, t) in state.topics.iter_mut() {
+                dispatch(&shared, name, t);
+            }
+            if state.closed && state.topics.values().all(TopicState::is_idle) {
+                shared.progress.notify_waiters();
+                return;
+            }
+            state
+                .topics
+                .values()
+                .filter_map(|t| t.accumulator.next_ready_at())
+                .min()
+        };
+        match next_ready {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(at), woken).await;
+            }
+            None => woken.await,
         }
     }
 }
 
 /// Starts a request for every partition with queued batches and nothing in flight.
-fn dispatch(
-    client: &Client,
-    config: &ProducerConfig,
-    topic: &str,
-    state: &mut TopicState,
-    permits: &Arc<Semaphore>,
-    done: &mpsc::UnboundedSender<Completed>,
-) {
+fn dispatch(shared: &Arc<Shared>, topic: &str, state: &mut TopicState) {
     for (&partition, queue) in state.queues.iter_mut() {
         if queue.in_flight || queue.queued.is_empty() {
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             return;
         };
         let mut pendings = Vec::new();
         let mut bytes = 0;
         while let Some(next) = queue.queued.front() {
-            if !pendings.is_empty() && bytes + next.batch.bytes.len() > config.max_request_bytes {
+            if !pendings.is_empty()
+                && bytes + next.batch.bytes.len() > shared.config.max_request_bytes
+            {
                 break;
             }
             bytes += next.batch.bytes.len();
             pendings.push(queue.queued.pop_front().expect("front exists"));
         }
         queue.in_flight = true;
-        let client = client.clone();
+        let shared = shared.clone();
         let topic = topic.to_owned();
-        let done = done.clone();
-        let acks = config.acks;
-        let timeout = config.request_timeout;
         tokio::spawn(async move {
             // One batch goes as it is; several are concatenated into one request.
             let records = match pendings.as_slice() {
@@ -418,9 +408,18 @@ fn dispatch(
                     Bytes::from(joined)
                 }
             };
-            let result = send_request(&client, &topic, partition, records, acks, timeout).await;
-            let mut batches = Vec::with_capacity(pendings.len());
+            let config = &shared.config;
+            let result = send_request(
+                &shared.client,
+                &topic,
+                partition,
+                records,
+                config.acks,
+                config.request_timeout,
+            )
+            .await;
             let mut next_offset = result.as_ref().map(|base| *base).unwrap_or(-1);
+            let mut batches = Vec::with_capacity(pendings.len());
             for pending in pendings {
                 for reply in pending.replies {
                     let outcome = match &result {
@@ -438,11 +437,19 @@ fn dispatch(
                 batches.push(pending.batch);
             }
             drop(permit);
-            let _ = done.send(Completed {
-                topic,
-                partition,
-                batches,
-            });
+            {
+                let mut state = shared.state.lock().expect("producer state poisoned");
+                if let Some(t) = state.topics.get_mut(&topic) {
+                    for batch in &batches {
+                        t.accumulator.release(batch);
+                    }
+                    if let Some(queue) = t.queues.get_mut(&partition) {
+                        queue.in_flight = false;
+                    }
+                }
+            }
+            shared.progress.notify_waiters();
+            shared.wake.notify_one();
         });
     }
 }

@@ -32,7 +32,9 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use crate::client::{Client, remote_error, status_to_error};
 use crate::error::{BrokerError, Result};
 use crate::proto;
-use crate::record::{Accumulator, AccumulatorConfig, Append, Partitioner, ReadyBatch, Record};
+use crate::record::{
+    Accumulator, AccumulatorConfig, Append, Partitioner, ReadyBatch, Record, SealedBatch,
+};
 
 /// How many replicas must have a record before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,29 +107,15 @@ struct TopicState {
 }
 
 impl TopicState {
-    /// Moves encoded batches to their partition's queue with their records' replies.
-    fn enqueue(&mut self, batches: Vec<ReadyBatch>) {
-        for batch in batches {
-            let waiting = self.waiting.entry(batch.partition).or_default();
-            let replies: Vec<Reply> = waiting
-                .drain(..batch.record_count.min(waiting.len()))
-                .collect();
-            self.partitioner
-                .on_batch_ready(batch.partition, self.partition_count);
-            self.queues
-                .entry(batch.partition)
-                .or_default()
-                .queued
-                .push_back(Pending { batch, replies });
-        }
-    }
-
-    fn fail_waiting(&mut self, err: &BrokerError) {
-        for (_, waiting) in self.waiting.drain() {
-            for reply in waiting {
-                let _ = reply.send(Err(clone_error(err)));
-            }
-        }
+    /// Moves an encoded batch to its partition's queue with its records' replies.
+    fn enqueue(&mut self, batch: ReadyBatch, replies: Vec<Reply>) {
+        self.partitioner
+            .on_batch_ready(batch.partition, self.partition_count);
+        self.queues
+            .entry(batch.partition)
+            .or_default()
+            .queued
+            .push_back(Pending { batch, replies });
     }
 
     fn is_idle(&self) -> bool {
@@ -145,6 +133,14 @@ struct State {
     /// Set by `flush`: drain every accumulator now, regardless of linger.
     drain: bool,
     closed: bool,
+    /// Batches the sender task took out and is encoding (in neither accumulator nor queue).
+    encoding: usize,
+}
+
+impl State {
+    fn is_idle(&self) -> bool {
+        self.encoding == 0 && self.topics.values().all(TopicState::is_idle)
+    }
 }
 
 struct Shared {
@@ -304,7 +300,7 @@ impl Producer {
             let progressed = shared.progress.notified();
             {
                 let mut state = shared.state.lock().expect("producer state poisoned");
-                if state.topics.values().all(TopicState::is_idle) {
+                if state.is_idle() {
                     return Ok(());
                 }
                 state.drain = true;
@@ -333,28 +329,60 @@ fn rand_seed() -> u64 {
 async fn run_sender(shared: Arc<Shared>) {
     loop {
         let woken = shared.wake.notified();
-        let next_ready = {
+        // Take what is ready under the lock, with the replies of its records...
+        let taken: Vec<(String, SealedBatch, Vec<Reply>)> = {
             let mut state = shared.state.lock().expect("producer state poisoned");
             let state = &mut *state;
             let now = Instant::now();
             let drain = std::mem::take(&mut state.drain) || state.closed;
-            for t in state.topics.values_mut() {
-                let batches = if drain {
-                    t.accumulator.drain_all()
+            let mut taken = Vec::new();
+            for (name, t) in state.topics.iter_mut() {
+                let sealed = if drain {
+                    t.accumulator.take_all()
                 } else if t.accumulator.next_ready_at().is_some_and(|at| at <= now) {
-                    t.accumulator.ready(now)
+                    t.accumulator.take_ready(now)
                 } else {
                     continue;
                 };
-                match batches {
-                    Ok(batches) => t.enqueue(batches),
-                    Err(err) => t.fail_waiting(&err),
+                for batch in sealed {
+                    let waiting = t.waiting.entry(batch.partition()).or_default();
+                    let replies: Vec<Reply> = waiting
+                        .drain(..batch.record_count().min(waiting.len()))
+                        .collect();
+                    taken.push((name.clone(), batch, replies));
+                }
+            }
+            state.encoding = taken.len();
+            taken
+        };
+        // ...encode outside it, so that send() is never held up by an encode...
+        let compression = shared.config.batching.compression;
+        let encoded: Vec<_> = taken
+            .into_iter()
+            .map(|(topic, batch, replies)| (topic, batch.encode(compression), replies))
+            .collect();
+        // ...and queue and send under it again, in the order taken.
+        let next_ready = {
+            let mut state = shared.state.lock().expect("producer state poisoned");
+            let state = &mut *state;
+            state.encoding = 0;
+            for (topic, batch, replies) in encoded {
+                let Some(t) = state.topics.get_mut(&topic) else {
+                    continue;
+                };
+                match batch {
+                    Ok(batch) => t.enqueue(batch, replies),
+                    Err(err) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(clone_error(&err)));
+                        }
+                    }
                 }
             }
             for (name, t) in state.topics.iter_mut() {
                 dispatch(&shared, name, t);
             }
-            if state.closed && state.topics.values().all(TopicState::is_idle) {
+            if state.closed && state.is_idle() {
                 shared.progress.notify_waiters();
                 return;
             }

@@ -101,6 +101,42 @@ pub struct ReadyBatch {
     pub bytes: Bytes,
     /// How many records it holds.
     pub record_count: usize,
+    /// Buffer memory it holds until [`Accumulator::release`] (its size estimate, an
+    /// upper bound of `bytes.len()`).
+    pub reserved: usize,
+}
+
+/// A batch taken out of the accumulator but not encoded yet. It exists so that the
+/// caller can encode outside whatever lock guards the accumulator: encoding is the
+/// costly part, and adds of other records need not wait for it.
+#[derive(Debug)]
+pub struct SealedBatch {
+    partition: i32,
+    records: Vec<Record>,
+    reserved: usize,
+}
+
+impl SealedBatch {
+    /// The partition it is for.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// How many records it holds.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Encodes it as one RecordBatch v2. Headers were checked when the records were
+    /// added, so an uncompressed batch does not fail here.
+    pub fn encode(self, compression: Compression) -> Result<ReadyBatch> {
+        Ok(ReadyBatch {
+            partition: self.partition,
+            bytes: encode_batch(&self.records, compression)?,
+            record_count: self.records.len(),
+            reserved: self.reserved,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -249,6 +285,15 @@ impl Accumulator {
     /// has passed (all of them while memory is exhausted). Sealed batches come first,
     /// in the order they were sealed, so a partition's batches leave in record order.
     pub fn ready(&mut self, now: Instant) -> Result<Vec<ReadyBatch>> {
+        let compression = self.config.compression;
+        self.take_ready(now)
+            .into_iter()
+            .map(|b| b.encode(compression))
+            .collect()
+    }
+
+    /// As [`Accumulator::ready`], without encoding: the caller encodes each batch.
+    pub fn take_ready(&mut self, now: Instant) -> Vec<SealedBatch> {
         let linger = self.config.linger;
         let exhausted = std::mem::take(&mut self.exhausted);
         let due: Vec<i32> = self
@@ -262,24 +307,33 @@ impl Accumulator {
                 self.sealed.push_back(Sealed { partition, batch });
             }
         }
-        self.encode_sealed()
+        self.take_sealed()
     }
 
     /// Every buffered record, as batches, regardless of linger: for `flush` and close.
     pub fn drain_all(&mut self) -> Result<Vec<ReadyBatch>> {
+        let compression = self.config.compression;
+        self.take_all()
+            .into_iter()
+            .map(|b| b.encode(compression))
+            .collect()
+    }
+
+    /// As [`Accumulator::drain_all`], without encoding: the caller encodes each batch.
+    pub fn take_all(&mut self) -> Vec<SealedBatch> {
         self.exhausted = false;
         let open = std::mem::take(&mut self.open);
         self.sealed.extend(
             open.into_iter()
                 .map(|(partition, batch)| Sealed { partition, batch }),
         );
-        self.encode_sealed()
+        self.take_sealed()
     }
 
     /// Gives back the memory of a batch that `ready`/`drain_all` returned, once the
     /// broker acknowledged it or it failed for good. Call it exactly once per batch.
     pub fn release(&mut self, batch: &ReadyBatch) {
-        self.used = self.used.saturating_sub(batch.bytes.len());
+        self.used = self.used.saturating_sub(batch.reserved);
     }
 
     /// When the next batch becomes ready without another add: now-or-past if a batch is
@@ -301,23 +355,15 @@ impl Accumulator {
         self.open.is_empty() && self.sealed.is_empty()
     }
 
-    fn encode_sealed(&mut self) -> Result<Vec<ReadyBatch>> {
-        let mut out = Vec::with_capacity(self.sealed.len());
-        while let Some(Sealed { partition, batch }) = self.sealed.pop_front() {
-            let estimate = batch.estimate();
-            // Headers were checked in `add`, so encoding an uncompressed batch cannot
-            // fail; if it ever does, the batch's memory is returned before reporting.
-            let encoded = encode_batch(&batch.records, self.config.compression);
-            self.used = self.used.saturating_sub(estimate);
-            let bytes = encoded?;
-            self.used += bytes.len();
-            out.push(ReadyBatch {
+    fn take_sealed(&mut self) -> Vec<SealedBatch> {
+        self.sealed
+            .drain(..)
+            .map(|Sealed { partition, batch }| SealedBatch {
                 partition,
-                bytes,
-                record_count: batch.records.len(),
-            });
-        }
-        Ok(out)
+                reserved: batch.estimate(),
+                records: batch.records,
+            })
+            .collect()
     }
 }
 
@@ -577,6 +623,6 @@ mod tests {
             "{} > {estimate}",
             ready[0].bytes.len()
         );
-        assert_eq!(acc.used_bytes(), ready[0].bytes.len());
+        assert_eq!(acc.used_bytes(), ready[0].reserved);
     }
 }

@@ -16,7 +16,7 @@ mod accumulator;
 mod codec;
 mod partitioner;
 
-pub use accumulator::{Accumulator, AccumulatorConfig, Append, ReadyBatch};
+pub use accumulator::{Accumulator, AccumulatorConfig, Append, ReadyBatch, SealedBatch};
 pub use codec::{
     BatchOptions, Compression, decode_batches, decode_batches_from, encode_batch, encode_batch_with,
 };

@@ -842,3 +842,153 @@ fn append_group(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogConfig;
+    use crate::record::{Compression, Record, encode_batch};
+
+    const LAG: Duration = Duration::from_secs(10);
+
+    fn open(dir: &Path) -> Arc<Partition> {
+        let (log, _) = PartitionLog::open(dir, LogConfig::default()).expect("open log");
+        Partition::start("t", 0, log, FlushPolicy::EveryBatch, 2)
+    }
+
+    fn batch(value: &str) -> BytesMut {
+        BytesMut::from(
+            &encode_batch(&[Record::new(value.to_owned(), 0)], Compression::None).unwrap()[..],
+        )
+    }
+
+    fn code(err: &BrokerError) -> ErrorCode {
+        err.code()
+    }
+
+    #[tokio::test]
+    async fn acks_all_is_answered_once_every_isr_follower_has_fetched_past_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        p.become_leader(1, 0, &[1, 2, 3], &[1, 2, 3], LAG, Instant::now());
+        let (outcome, epoch) = p
+            .append_as_leader(batch("a"), AppendMode::AssignOffsets)
+            .await
+            .unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "not committed before the followers fetch"
+        );
+        assert!(
+            p.read(0, 1 << 20).unwrap().records.is_empty(),
+            "consumers see nothing yet"
+        );
+        let replica = p.read_replica(2, 0, 0, 1 << 20, Instant::now()).unwrap();
+        assert!(
+            !replica.records.is_empty(),
+            "followers read up to the log end"
+        );
+        p.read_replica(2, 0, 1, 1 << 20, Instant::now()).unwrap();
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_committed(outcome.last_offset, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        p.read_replica(3, 0, 1, 1 << 20, Instant::now()).unwrap();
+        waiting
+            .await
+            .unwrap()
+            .expect("committed once the whole ISR has it");
+        assert_eq!(p.high_watermark(), 1);
+        assert!(!p.read(0, 1 << 20).unwrap().records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_is_not_acknowledged_when_the_leader_epoch_changes_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        p.become_leader(1, 4, &[1, 2], &[1, 2], LAG, Instant::now());
+        let (outcome, epoch) = p
+            .append_as_leader(batch("a"), AppendMode::AssignOffsets)
+            .await
+            .unwrap();
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.wait_committed(outcome.last_offset, epoch, Duration::from_secs(30))
+                    .await
+            })
+        };
+        assert!(p.become_follower(Some(2), 5));
+        let err = waiting.await.unwrap().expect_err("epoch changed");
+        assert_eq!(code(&err), ErrorCode::NotLeaderOrFollower);
+        let err = p
+            .append_as_leader(batch("b"), AppendMode::AssignOffsets)
+            .await
+            .expect_err("a follower takes no producer writes");
+        assert_eq!(code(&err), ErrorCode::NotLeaderOrFollower);
+        // A stale reconcile cannot move the role back to the old epoch.
+        assert!(!p.become_leader(1, 4, &[1, 2], &[1, 2], LAG, Instant::now()));
+        assert_eq!(p.leader_epoch(), None);
+    }
+
+    #[tokio::test]
+    async fn acks_all_below_min_insync_appends_nothing_and_times_out_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        let start = Instant::now();
+        p.become_leader(1, 0, &[1, 2, 3], &[1, 2, 3], LAG, start);
+        let later = start + LAG + Duration::from_secs(1);
+        let err = p
+            .check_min_insync(later)
+            .expect_err("both followers silent");
+        assert_eq!(code(&err), ErrorCode::NotEnoughReplicas);
+        assert_eq!(p.log_end_offset(), 0);
+        let (outcome, epoch) = p
+            .append_as_leader(batch("a"), AppendMode::AssignOffsets)
+            .await
+            .unwrap();
+        let err = p
+            .wait_committed(outcome.last_offset, epoch, Duration::from_millis(50))
+            .await
+            .expect_err("never a silent success");
+        assert!(
+            matches!(
+                code(&err),
+                ErrorCode::RequestTimedOut | ErrorCode::NotEnoughReplicas
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_high_watermark_checkpoint_survives_a_reopen_and_bounds_follower_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let p = open(dir.path());
+            p.become_leader(1, 0, &[1, 2], &[1, 2], LAG, Instant::now());
+            for v in ["a", "b", "c"] {
+                p.append_as_leader(batch(v), AppendMode::AssignOffsets)
+                    .await
+                    .unwrap();
+            }
+            p.read_replica(2, 0, 2, 1 << 20, Instant::now()).unwrap();
+            assert_eq!(p.high_watermark(), 2);
+            p.write_checkpoint().unwrap();
+        }
+        let p = open(dir.path());
+        assert_eq!(p.high_watermark(), 2, "restarts from the checkpoint");
+        assert_eq!(p.log_end_offset(), 3);
+        p.become_follower(Some(2), 1);
+        let hw = p.high_watermark();
+        let q = p.clone();
+        tokio::task::spawn_blocking(move || q.truncate_to(hw))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.log_end_offset(), 2, "the uncommitted record is dropped");
+    }
+}

@@ -84,6 +84,9 @@ pub struct BrokerNode {
     controller: ControllerHandle,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     replica_lag_max: Duration,
+    /// The broker epoch this process registered with (`i64::MAX` until it has): the
+    /// node takes leaderships only from metadata that shows this registration.
+    registered_epoch: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for BrokerNode {
@@ -114,7 +117,34 @@ impl BrokerNode {
             controller,
             partitions: RwLock::new(HashMap::new()),
             replica_lag_max,
+            registered_epoch: std::sync::atomic::AtomicI64::new(i64::MAX),
         })
+    }
+
+    /// This process registered with the controller at `broker_epoch`: from now on it
+    /// takes the leaderships that metadata showing that registration gives it. Blocking
+    /// (reconciles at once).
+    pub fn registered(&self, broker_epoch: i64) {
+        self.registered_epoch
+            .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            broker = self.identity.id,
+            broker_epoch,
+            "registered with the controller"
+        );
+        self.reconcile(&self.cluster());
+    }
+
+    /// Whether `state` was written after this process registered (so its leaderships
+    /// are current, not a copy left on disk from before a restart).
+    fn state_is_current(&self, state: &ClusterState) -> bool {
+        let registered = self
+            .registered_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        state
+            .brokers
+            .get(&self.identity.id)
+            .is_some_and(|b| b.epoch >= registered)
     }
 
     /// Who this broker is.
@@ -211,6 +241,7 @@ impl BrokerNode {
             }
         }
         let now = Instant::now();
+        let current = self.state_is_current(state);
         for (name, index, topic) in &wanted {
             let Some(partition) = self.hosted(name, *index) else {
                 continue;
@@ -218,6 +249,9 @@ impl BrokerNode {
             let placement = &topic.partitions[*index as usize];
             let epoch = placement.leader_epoch;
             match placement.leader {
+                Some(leader) if leader == me && !current => {
+                    tracing::debug!(topic = %name, partition = index, epoch, "not leading before this broker has registered");
+                }
                 Some(leader) if leader == me => {
                     partition.become_leader(
                         me,

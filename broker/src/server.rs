@@ -565,7 +565,32 @@ pub async fn serve(
         BrokerRegistration::for_node(view).ok_or_else(|| BrokerError::InvalidRequest {
             reason: format!("{}/{} is not a broker", view.region, view.name),
         })?;
-    controller.start_heartbeats(registration);
+    // The first heartbeat registers this incarnation (a new broker epoch); until it is
+    // answered the node leads nothing, so a stale metadata copy read from disk at start
+    // cannot make it act as a leader that was replaced while it was down.
+    let registering = {
+        let (controller, node) = (controller.clone(), node.clone());
+        tokio::spawn(async move {
+            loop {
+                match controller.heartbeat(&registration).await {
+                    Ok(reply) => {
+                        let node = node.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            node.registered(reply.broker_epoch)
+                        })
+                        .await;
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "first controller heartbeat failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            controller.start_heartbeats(registration);
+        })
+    };
+    let registering_abort = registering.abort_handle();
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
 
     let stopping = {
@@ -574,6 +599,7 @@ pub async fn serve(
         let name = view.name.clone();
         async move {
             shutdown.await;
+            registering_abort.abort();
             tracing::info!(%region, node = %name, "shutting down: handing leaderships over");
             if let Err(err) = controller.controlled_shutdown().await {
                 tracing::warn!(%region, node = %name, %err, "controlled shutdown failed; stopping anyway");

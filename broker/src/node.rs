@@ -87,6 +87,9 @@ pub struct BrokerNode {
     /// The broker epoch this process registered with (`i64::MAX` until it has): the
     /// node takes leaderships only from metadata that shows this registration.
     registered_epoch: std::sync::atomic::AtomicI64,
+    /// Serialises reconciles, so that one working from an older metadata copy cannot
+    /// undo (close, delete) what a newer one opened.
+    reconciling: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for BrokerNode {
@@ -118,6 +121,7 @@ impl BrokerNode {
             partitions: RwLock::new(HashMap::new()),
             replica_lag_max,
             registered_epoch: std::sync::atomic::AtomicI64::new(i64::MAX),
+            reconciling: std::sync::Mutex::new(()),
         })
     }
 
@@ -209,6 +213,14 @@ impl BrokerNode {
     /// the ones whose topic was deleted (removing their data). Called on every metadata
     /// change.
     pub fn reconcile(&self, state: &ClusterState) {
+        let _serial = self.reconciling.lock().expect("reconcile lock poisoned");
+        // Callers may hold an older copy than the latest applied one: use the newest.
+        let latest = self.cluster();
+        let state: &ClusterState = if latest.applied_index > state.applied_index {
+            &latest
+        } else {
+            state
+        };
         let me = self.identity.id;
         let mut wanted = Vec::new();
         for (name, topic) in &state.topics {

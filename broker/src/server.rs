@@ -335,13 +335,13 @@ impl broker_server::Broker for BrokerService {
                         partition: wanted.partition,
                         ..Default::default()
                     };
-                    match self
-                        .node
-                        .led_partition(&topic.topic, wanted.partition)
-                        .await
-                    {
-                        Ok(partition) if replica.is_some() => {
-                            let (id, epoch) = replica.unwrap_or_default();
+                    match (
+                        self.node
+                            .led_partition(&topic.topic, wanted.partition)
+                            .await,
+                        replica,
+                    ) {
+                        (Ok(partition), Some((id, epoch))) => {
                             watches.push(partition.watch_log_end());
                             watches.push(partition.watch_high_watermark());
                             match partition.read_replica(
@@ -367,7 +367,7 @@ impl broker_server::Broker for BrokerService {
                                 }
                             }
                         }
-                        Ok(partition) => {
+                        (Ok(partition), None) => {
                             watches.push(partition.watch_high_watermark());
                             match partition.read(wanted.offset, budget) {
                                 Ok(data) => {
@@ -384,7 +384,7 @@ impl broker_server::Broker for BrokerService {
                                 }
                             }
                         }
-                        Err(err) => {
+                        (Err(err), _) => {
                             out.error_code = err.code().as_i32();
                             out.error_message = err.to_string();
                         }

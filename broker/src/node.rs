@@ -4,11 +4,15 @@
 //! into these calls.
 //!
 //! ```text
-//!  controller (Raft) ──ClusterState──▶ reconcile ──▶ local partitions (open logs)
-//!        ▲                                              │
-//!        └── propose: CreateTopic, DeleteTopic,         ▼
-//!            CommitOffsets               produce / fetch (leader only)
+//!  controller (Raft) ──ClusterState──▶ reconcile ──▶ local partitions (open logs,
+//!        ▲                                              │  role: leader / follower
+//!        └── propose: CreateTopic, DeleteTopic,         ▼  with a fetcher task)
+//!            CommitOffsets, AlterIsr     produce / fetch (leader only; replica
+//!                                        fetches from followers, see `replication`)
 //! ```
+//!
+//! A broker takes the leaderships metadata gives it only once this process has
+//! registered with the controller (a copy read from disk at start may be stale).
 //!
 //! The controller's replicated `ClusterState` is the truth for topics, partition
 //! placement, leaders and committed group offsets; every broker answers Metadata and

@@ -831,11 +831,10 @@ fn append_group(
     }
     tracing::trace!(jobs = replies.len(), elapsed = ?started.elapsed(), "group commit");
     for ((reply, writer), result) in replies.into_iter().zip(results) {
+        // Written, but the epoch moved on meanwhile: the new leader may replace it, so
+        // it is not acknowledged.
         let result = match (result, writer) {
-            (Ok(outcome), Writer::Leader(_)) if !holds(writer) => {
-                let _ = outcome;
-                Err(stale(writer))
-            }
+            (Ok(_), Writer::Leader(_)) if !holds(writer) => Err(stale(writer)),
             (other, _) => other,
         };
         let _ = reply.send(result);

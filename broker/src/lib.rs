@@ -20,6 +20,7 @@ pub mod log;
 pub mod node;
 pub mod partition;
 pub mod record;
+pub mod replication;
 pub mod server;
 pub mod topic_config;
 

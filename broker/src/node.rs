@@ -4,11 +4,15 @@
 //! into these calls.
 //!
 //! ```text
-//!  controller (Raft) ──ClusterState──▶ reconcile ──▶ local partitions (open logs)
-//!        ▲                                              │
-//!        └── propose: CreateTopic, DeleteTopic,         ▼
-//!            CommitOffsets               produce / fetch (leader only)
+//!  controller (Raft) ──ClusterState──▶ reconcile ──▶ local partitions (open logs,
+//!        ▲                                              │  role: leader / follower
+//!        └── propose: CreateTopic, DeleteTopic,         ▼  with a fetcher task)
+//!            CommitOffsets, AlterIsr     produce / fetch (leader only; replica
+//!                                        fetches from followers, see `replication`)
 //! ```
+//!
+//! A broker takes the leaderships metadata gives it only once this process has
+//! registered with the controller (a copy read from disk at start may be stale).
 //!
 //! The controller's replicated `ClusterState` is the truth for topics, partition
 //! placement, leaders and committed group offsets; every broker answers Metadata and
@@ -18,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 
@@ -27,6 +31,8 @@ use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode, Result};
 use crate::log::{AppendMode, AppendOutcome, PartitionLog};
 use crate::partition::Partition;
+use crate::replication::RequiredAcks;
+use crate::replication::fetcher::{FetchTarget, run_fetcher};
 use crate::topic_config::TopicConfig;
 
 /// Longest topic name Kafka allows (so names fit in file names with a partition suffix).
@@ -81,6 +87,13 @@ pub struct BrokerNode {
     _data_dir_claim: DataDir,
     controller: ControllerHandle,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    replica_lag_max: Duration,
+    /// The broker epoch this process registered with (`i64::MAX` until it has): the
+    /// node takes leaderships only from metadata that shows this registration.
+    registered_epoch: std::sync::atomic::AtomicI64,
+    /// Serialises reconciles, so that one working from an older metadata copy cannot
+    /// undo (close, delete) what a newer one opened.
+    reconciling: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for BrokerNode {
@@ -92,13 +105,16 @@ impl std::fmt::Debug for BrokerNode {
 }
 
 impl BrokerNode {
-    /// A broker over a claimed data directory and a started controller node.
+    /// A broker over a claimed data directory and a started controller node;
+    /// `replica_lag_max` is how long a follower of a partition it leads may go without
+    /// catching up before it is dropped from the ISR.
     pub fn new(
         identity: BrokerIdentity,
         data_dir: PathBuf,
         defaults: topology::TopicDefaults,
         claim: DataDir,
         controller: ControllerHandle,
+        replica_lag_max: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             identity,
@@ -107,7 +123,36 @@ impl BrokerNode {
             _data_dir_claim: claim,
             controller,
             partitions: RwLock::new(HashMap::new()),
+            replica_lag_max,
+            registered_epoch: std::sync::atomic::AtomicI64::new(i64::MAX),
+            reconciling: std::sync::Mutex::new(()),
         })
+    }
+
+    /// This process registered with the controller at `broker_epoch`: from now on it
+    /// takes the leaderships that metadata showing that registration gives it. Blocking
+    /// (reconciles at once).
+    pub fn registered(&self, broker_epoch: i64) {
+        self.registered_epoch
+            .store(broker_epoch, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            broker = self.identity.id,
+            broker_epoch,
+            "registered with the controller"
+        );
+        self.reconcile(&self.cluster());
+    }
+
+    /// Whether `state` was written after this process registered (so its leaderships
+    /// are current, not a copy left on disk from before a restart).
+    fn state_is_current(&self, state: &ClusterState) -> bool {
+        let registered = self
+            .registered_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        state
+            .brokers
+            .get(&self.identity.id)
+            .is_some_and(|b| b.epoch >= registered)
     }
 
     /// Who this broker is.
@@ -167,9 +212,19 @@ impl BrokerNode {
         tokio::time::timeout(timeout, wait).await.map_err(|_| ())
     }
 
-    /// Opens the log of every partition this broker holds a replica of, and closes the
-    /// ones whose topic was deleted (removing their data). Called on every metadata change.
+    /// Opens the log of every partition this broker holds a replica of, gives each its
+    /// role (leader, or follower with a fetcher) at the current leader epoch, and closes
+    /// the ones whose topic was deleted (removing their data). Called on every metadata
+    /// change.
     pub fn reconcile(&self, state: &ClusterState) {
+        let _serial = self.reconciling.lock().expect("reconcile lock poisoned");
+        // Callers may hold an older copy than the latest applied one: use the newest.
+        let latest = self.cluster();
+        let state: &ClusterState = if latest.applied_index > state.applied_index {
+            &latest
+        } else {
+            state
+        };
         let me = self.identity.id;
         let mut wanted = Vec::new();
         for (name, topic) in &state.topics {
@@ -198,6 +253,53 @@ impl BrokerNode {
                 }
                 Err(err) => {
                     tracing::error!(topic = %name, partition = index, %err, "cannot open partition log")
+                }
+            }
+        }
+        let now = Instant::now();
+        let current = self.state_is_current(state);
+        for (name, index, topic) in &wanted {
+            let Some(partition) = self.hosted(name, *index) else {
+                continue;
+            };
+            let placement = &topic.partitions[*index as usize];
+            let epoch = placement.leader_epoch;
+            match placement.leader {
+                Some(leader) if leader == me && !current => {
+                    tracing::debug!(topic = %name, partition = index, epoch, "not leading before this broker has registered");
+                }
+                Some(leader) if leader == me => {
+                    partition.become_leader(
+                        me,
+                        epoch,
+                        &placement.replicas,
+                        &placement.isr,
+                        self.replica_lag_max,
+                        now,
+                    );
+                }
+                leader => {
+                    if partition.become_follower(leader, epoch)
+                        && let Some(leader) = leader
+                    {
+                        match state.brokers.get(&leader) {
+                            Some(broker) => {
+                                let target = FetchTarget {
+                                    replica_id: me,
+                                    leader,
+                                    leader_addr: broker.grpc_addr.clone(),
+                                    epoch,
+                                };
+                                partition.set_fetcher(tokio::spawn(run_fetcher(
+                                    Arc::downgrade(&partition),
+                                    target,
+                                )));
+                            }
+                            None => {
+                                tracing::error!(topic = %name, partition = index, leader, "the leader is not a registered broker; not fetching")
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -239,7 +341,13 @@ impl BrokerNode {
                 "recovered partition log"
             );
         }
-        Ok(Partition::start(name, index, log, config.flush))
+        Ok(Partition::start(
+            name,
+            index,
+            log,
+            config.flush,
+            usize::try_from(config.min_insync_replicas).unwrap_or(1),
+        ))
     }
 
     /// Creates a topic through the controller; with `validate_only`, only checks it.
@@ -255,12 +363,10 @@ impl BrokerNode {
             .replication_factor
             .unwrap_or(i32::from(self.defaults.replication_factor));
         let available = self.cluster().available_brokers().len() as i32;
-        if replication_factor != 1 {
-            // Followers do not fetch from leaders yet: a second replica would be elected
-            // leader with none of the data. Refuse rather than pretend.
+        if replication_factor < 1 || replication_factor > available {
             return Err(BrokerError::InvalidReplicationFactor {
                 requested: replication_factor,
-                available: available.min(1),
+                available,
             });
         }
         let config = TopicConfig::from_defaults(&self.defaults).with_overrides(&new.configs)?;
@@ -400,19 +506,33 @@ impl BrokerNode {
                 });
             }
         }
-        if let Some(found) = self.hosted(topic, partition) {
+        let epoch = placement.leader_epoch;
+        if let Some(found) = self.hosted(topic, partition)
+            && found.leader_epoch() == Some(epoch)
+        {
             return Ok(found);
         }
-        // Metadata applied but not reconciled yet: open it now.
+        // Metadata applied but not reconciled yet: open it / take the role now.
         self.reconcile(&state);
-        self.hosted(topic, partition)
+        let found = self
+            .hosted(topic, partition)
             .ok_or_else(|| BrokerError::PartitionOffline {
                 partition: format!("{topic}-{partition}"),
                 reason: format!(
                     "its log could not be opened on broker {} (see its log)",
                     self.identity.name
                 ),
-            })
+            })?;
+        if found.leader_epoch() != Some(epoch) {
+            return Err(BrokerError::Remote {
+                code: ErrorCode::NotLeaderOrFollower,
+                message: format!(
+                    "{topic}-{partition}: broker {} is taking over leadership at epoch {epoch}; retry",
+                    self.identity.id
+                ),
+            });
+        }
+        Ok(found)
     }
 
     fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -423,13 +543,17 @@ impl BrokerNode {
             .cloned()
     }
 
-    /// Appends to a partition this broker leads (the leader's side of Produce).
+    /// Appends to a partition this broker leads (the leader's side of Produce). With
+    /// acks=all: refused (nothing appended) with NotEnoughReplicas below
+    /// `min.insync.replicas`, and answered only once the high watermark passes the
+    /// batches, else failed after the timeout.
     pub async fn produce(
         &self,
         topic: &str,
         partition: i32,
         batches: BytesMut,
         keep_offsets: bool,
+        acks: RequiredAcks,
     ) -> Result<AppendOutcome> {
         let partition = self.led_partition(topic, partition).await?;
         let mode = if keep_offsets {
@@ -437,7 +561,82 @@ impl BrokerNode {
         } else {
             AppendMode::AssignOffsets
         };
-        partition.append(batches, mode).await
+        if let RequiredAcks::All { .. } = acks {
+            partition.check_min_insync(Instant::now())?;
+        }
+        let (outcome, epoch) = partition.append_as_leader(batches, mode).await?;
+        if let RequiredAcks::All { timeout } = acks {
+            partition
+                .wait_committed(outcome.last_offset, epoch, timeout)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The hosted partition, whatever this broker's role in it (for tests and tools).
+    pub fn hosted_partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.hosted(topic, partition)
+    }
+
+    /// Proposes the ISR changes the partitions this broker leads want (through the
+    /// controller, epoch-checked) and writes high-watermark checkpoints, forever.
+    pub async fn run_replication(self: Arc<Self>, every: Duration, checkpoint_every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_checkpoint = Instant::now();
+        loop {
+            ticker.tick().await;
+            let hosted: Vec<Arc<Partition>> = self
+                .partitions
+                .read()
+                .expect("partitions lock poisoned")
+                .values()
+                .cloned()
+                .collect();
+            let now = Instant::now();
+            for partition in &hosted {
+                let Some((epoch, new_isr)) = partition.desired_isr(now) else {
+                    continue;
+                };
+                let command = Command::AlterIsr {
+                    topic: partition.topic().to_owned(),
+                    partition: partition.index() as u32,
+                    leader_id: self.identity.id,
+                    leader_epoch: epoch,
+                    new_isr: new_isr.clone(),
+                };
+                match self.controller.propose(command).await {
+                    Ok(_) => {
+                        tracing::info!(topic = %partition.topic(), partition = partition.index(), epoch, isr = ?new_isr, "ISR changed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(topic = %partition.topic(), partition = partition.index(), epoch, isr = ?new_isr, %err, "ISR change refused")
+                    }
+                }
+            }
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                last_checkpoint = Instant::now();
+                let node = self.clone();
+                let _ = tokio::task::spawn_blocking(move || node.checkpoint_all()).await;
+            }
+        }
+    }
+
+    /// Writes every hosted partition's high-watermark checkpoint (periodically, and on
+    /// shutdown so a restart starts from the latest). Blocking.
+    pub fn checkpoint_all(&self) {
+        let hosted: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for partition in hosted {
+            if let Err(err) = partition.write_checkpoint() {
+                tracing::warn!(topic = %partition.topic(), partition = partition.index(), %err, "cannot write the high-watermark checkpoint");
+            }
+        }
     }
 
     /// Stores a group's committed offsets through the controller; every partition must

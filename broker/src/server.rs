@@ -15,9 +15,18 @@ use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode};
 use crate::node::{BrokerNode, NewTopic};
 use crate::proto::{self, broker_server};
+use crate::replication::RequiredAcks;
 
 /// Longest a fetch may long-poll, whatever the client asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// acks=all wait when a produce request names no timeout.
+const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest acks=all wait, whatever the client asks.
+const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often leaders check their followers' lag and propose ISR changes.
+const ISR_CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How often high-watermark checkpoints are written.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// Default response size limit when a fetch names none.
 const DEFAULT_FETCH_MAX_BYTES: usize = 50 << 20;
 
@@ -215,6 +224,15 @@ impl broker_server::Broker for BrokerService {
         self.ready().await?;
         let request = request.into_inner();
         let acks_none = request.acks == proto::Acks::None as i32;
+        let acks = if request.acks == proto::Acks::All as i32 {
+            let timeout = match request.timeout_ms {
+                0 => DEFAULT_PRODUCE_TIMEOUT,
+                ms => Duration::from_millis(u64::from(ms)).min(MAX_PRODUCE_TIMEOUT),
+            };
+            RequiredAcks::All { timeout }
+        } else {
+            RequiredAcks::Leader
+        };
         let keep_offsets = request.keep_offsets;
         let mut pending = Vec::new();
         for topic in request.topics {
@@ -226,7 +244,10 @@ impl broker_server::Broker for BrokerService {
                     .records
                     .try_into_mut()
                     .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                let append = async move { node.produce(&name, index, batches, keep_offsets).await };
+                let append = async move {
+                    node.produce(&name, index, batches, keep_offsets, acks)
+                        .await
+                };
                 pending.push((topic.topic.clone(), index, tokio::spawn(append)));
             }
         }
@@ -293,6 +314,11 @@ impl broker_server::Broker for BrokerService {
             Ok(0) | Err(_) => DEFAULT_FETCH_MAX_BYTES,
             Ok(n) => n,
         };
+        // A follower broker fetching for replication reads up to the log end offset.
+        let replica = request
+            .replica_id
+            .and_then(|id| u64::try_from(id).ok())
+            .map(|id| (id, request.leader_epoch));
         loop {
             let mut watches = Vec::new();
             let mut total = 0usize;
@@ -309,12 +335,39 @@ impl broker_server::Broker for BrokerService {
                         partition: wanted.partition,
                         ..Default::default()
                     };
-                    match self
-                        .node
-                        .led_partition(&topic.topic, wanted.partition)
-                        .await
-                    {
-                        Ok(partition) => {
+                    match (
+                        self.node
+                            .led_partition(&topic.topic, wanted.partition)
+                            .await,
+                        replica,
+                    ) {
+                        (Ok(partition), Some((id, epoch))) => {
+                            watches.push(partition.watch_log_end());
+                            watches.push(partition.watch_high_watermark());
+                            match partition.read_replica(
+                                id,
+                                epoch,
+                                wanted.offset,
+                                budget,
+                                std::time::Instant::now(),
+                            ) {
+                                Ok(data) => {
+                                    total += data.records.len();
+                                    out.high_watermark = data.high_watermark;
+                                    out.log_start_offset = data.log_start_offset;
+                                    out.log_end_offset = data.log_end_offset;
+                                    out.records = data.records;
+                                }
+                                Err(err) => {
+                                    out.error_code = err.code().as_i32();
+                                    out.error_message = err.to_string();
+                                    out.high_watermark = partition.high_watermark();
+                                    out.log_start_offset = partition.log_start_offset();
+                                    out.log_end_offset = partition.log_end_offset();
+                                }
+                            }
+                        }
+                        (Ok(partition), None) => {
                             watches.push(partition.watch_high_watermark());
                             match partition.read(wanted.offset, budget) {
                                 Ok(data) => {
@@ -331,7 +384,7 @@ impl broker_server::Broker for BrokerService {
                                 }
                             }
                         }
-                        Err(err) => {
+                        (Err(err), _) => {
                             out.error_code = err.code().as_i32();
                             out.error_message = err.to_string();
                         }
@@ -504,7 +557,10 @@ pub async fn serve(
             addr: grpc_addr.to_string(),
             reason: format!("cannot listen: {e}"),
         })?;
-    let controller = Controller::start(ControllerConfig::for_node(view)?).await?;
+    let mut controller_config = ControllerConfig::for_node(view)?;
+    controller_config.session_timeout = view.cluster.session_timeout;
+    controller_config.broker_heartbeat_interval = view.cluster.session_timeout / 3;
+    let controller = Controller::start(controller_config).await?;
     let identity = crate::node::BrokerIdentity {
         region: view.region.clone(),
         name: view.name.clone(),
@@ -518,15 +574,45 @@ pub async fn serve(
         view.topic_defaults.clone(),
         claim,
         controller.clone(),
+        view.cluster.replica_lag_max,
     );
     let housekeeping = tokio::spawn(node.clone().run_housekeeping(Duration::from_secs(5)));
     let reconciler = tokio::spawn(node.clone().run_reconciler());
+    let replication = tokio::spawn(
+        node.clone()
+            .run_replication(ISR_CHECK_EVERY, CHECKPOINT_EVERY),
+    );
     let (raft_service, api_service) = controller.services();
     let registration =
         BrokerRegistration::for_node(view).ok_or_else(|| BrokerError::InvalidRequest {
             reason: format!("{}/{} is not a broker", view.region, view.name),
         })?;
-    controller.start_heartbeats(registration);
+    // The first heartbeat registers this incarnation (a new broker epoch); until it is
+    // answered the node leads nothing, so a stale metadata copy read from disk at start
+    // cannot make it act as a leader that was replaced while it was down.
+    let registering = {
+        let (controller, node) = (controller.clone(), node.clone());
+        tokio::spawn(async move {
+            loop {
+                match controller.heartbeat(&registration).await {
+                    Ok(reply) => {
+                        let node = node.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            node.registered(reply.broker_epoch)
+                        })
+                        .await;
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "first controller heartbeat failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            controller.start_heartbeats(registration);
+        })
+    };
+    let registering_abort = registering.abort_handle();
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
 
     let stopping = {
@@ -535,6 +621,7 @@ pub async fn serve(
         let name = view.name.clone();
         async move {
             shutdown.await;
+            registering_abort.abort();
             tracing::info!(%region, node = %name, "shutting down: handing leaderships over");
             if let Err(err) = controller.controlled_shutdown().await {
                 tracing::warn!(%region, node = %name, %err, "controlled shutdown failed; stopping anyway");
@@ -544,13 +631,15 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(BrokerService::new(node).into_server())
+        .add_service(BrokerService::new(node.clone()).into_server())
         .add_service(raft_service)
         .add_service(api_service)
         .serve_with_incoming_shutdown(incoming, stopping)
         .await;
     housekeeping.abort();
     reconciler.abort();
+    replication.abort();
+    let _ = tokio::task::spawn_blocking(move || node.checkpoint_all()).await;
     if let Err(err) = controller.shutdown().await {
         tracing::warn!(%err, "controller shutdown");
     }

@@ -207,6 +207,7 @@ async fn bad_input_is_refused_with_a_precise_code_and_appends_nothing() {
             max_wait_ms: 0,
             min_bytes: 1,
             max_bytes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -295,6 +296,7 @@ async fn long_poll_fetch_returns_as_soon_as_data_arrives() {
                 max_wait_ms: 20_000,
                 min_bytes: 1,
                 max_bytes: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

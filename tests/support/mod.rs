@@ -202,6 +202,12 @@ pub struct Region {
 impl Region {
     /// Writes the deployment file and starts every broker.
     pub fn start(third_octet: u8, n: u8, extra_defaults: &str) -> Self {
+        Self::start_with(third_octet, n, extra_defaults, "")
+    }
+
+    /// Like [`Region::start`], with `extra_tables` (whole TOML tables such as
+    /// `[cluster]`) written before the regions.
+    pub fn start_with(third_octet: u8, n: u8, extra_defaults: &str, extra_tables: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut text = format!(
             r#"[deployment]
@@ -225,6 +231,8 @@ partitions = 3
 replication_factor = 1
 min_insync_replicas = 1
 {extra_defaults}
+
+{extra_tables}
 
 [[regions]]
 name = "local"
@@ -292,6 +300,36 @@ name = "local"
         }
     }
 
+    /// SIGSTOP broker `i`: it stays alive but answers nothing (a stalled follower).
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT broker `i` after [`Region::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        if let Some(child) = &self.brokers[i].child {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    /// `--bootstrap` naming every broker.
+    pub fn bootstrap_all(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.grpc.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `--bootstrap` naming only broker `i`.
     pub fn bootstrap_of(&self, i: usize) -> String {
         self.brokers[i].grpc.to_string()
@@ -315,6 +353,7 @@ name = "local"
 impl Drop for Region {
     fn drop(&mut self) {
         for i in 0..self.brokers.len() {
+            self.resume(i);
             self.kill9(i);
         }
     }

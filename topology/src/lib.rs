@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Broker, CompiledFilter, Deployment, Filter, Flow, FlushPolicy, Gossip, GossipKey,
-    GossipProfile, Mirror, Region, Tls, TlsListeners, TlsMode, TopicDefaults,
+    Broker, ClusterSettings, CompiledFilter, Deployment, Filter, Flow, FlushPolicy, Gossip,
+    GossipKey, GossipProfile, Mirror, Region, Tls, TlsListeners, TlsMode, TopicDefaults,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use view::{BrokerView, GossipView, NodeView, Role, TlsView};
@@ -72,6 +72,9 @@ pub struct Topology {
     /// Defaults for new topics.
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    /// Failure-detection timing of every region's cluster.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// Regions, in file order.
     pub regions: Vec<Region>,
     /// Mirror flows, in file order.
@@ -181,6 +184,7 @@ impl Topology {
                 profile: self.gossip.profile,
             },
             topic_defaults: self.topic_defaults.clone(),
+            cluster: self.cluster,
             remote_topic_separator: self.deployment.remote_topic_separator.clone(),
         })
     }

@@ -263,6 +263,29 @@ impl Default for TopicDefaults {
     }
 }
 
+/// `[cluster]`: failure-detection timing inside every region. Production wants the
+/// defaults; tests shorten them so a failover fits in a few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// A broker silent this long is fenced and its leaderships move to the ISR.
+    #[serde(with = "units::serde_duration")]
+    pub session_timeout: Duration,
+    /// A follower that has not caught up with the leader for this long leaves the ISR,
+    /// so acks=all writes stop waiting for it.
+    #[serde(with = "units::serde_duration")]
+    pub replica_lag_max: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            session_timeout: Duration::from_secs(6),
+            replica_lag_max: Duration::from_secs(10),
+        }
+    }
+}
+
 /// A broker: stores partitions and serves clients in its region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

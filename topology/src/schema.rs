@@ -53,6 +53,8 @@ pub(crate) struct RawFile {
     #[serde(default)]
     pub topic_defaults: Option<RawTopicDefaults>,
     #[serde(default)]
+    pub cluster: Option<RawCluster>,
+    #[serde(default)]
     pub regions: Vec<S<RawRegion>>,
     #[serde(default)]
     pub flows: Vec<S<RawFlow>>,
@@ -103,6 +105,13 @@ pub(crate) struct RawTopicDefaults {
     pub flush: Option<S<String>>,
     pub max_message_bytes: Option<S<SizeLit>>,
     pub auto_create_topics: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub session_timeout: Option<S<String>>,
+    pub replica_lag_max: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,10 +21,10 @@ use toml::de::{DeTable, DeValue};
 
 use crate::error::{Problem, TopologyError};
 use crate::model::{
-    Broker, Deployment, Filter, Flow, FlushPolicy, Gossip, GossipKey, GossipProfile, Mirror,
-    Region, Tls, TlsListeners, TlsMode, TopicDefaults,
+    Broker, ClusterSettings, Deployment, Filter, Flow, FlushPolicy, Gossip, GossipKey,
+    GossipProfile, Mirror, Region, Tls, TlsListeners, TlsMode, TopicDefaults,
 };
-use crate::schema::{RawFile, RawFilter, RawListeners, RawTopicDefaults, SizeLit};
+use crate::schema::{RawCluster, RawFile, RawFilter, RawListeners, RawTopicDefaults, SizeLit};
 use crate::{Topology, units};
 
 type S<T> = Spanned<T>;
@@ -168,6 +168,7 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
     // A bad count is reported once; comparing its fallback value with broker counts
     // would only add a second, misleading message.
     let (topic_defaults, counts_valid) = check_topic_defaults(defaults_raw, r);
+    let cluster = check_cluster(raw.cluster.as_ref(), r);
 
     if raw.regions.is_empty() {
         r.add(
@@ -391,10 +392,41 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
         tls,
         gossip,
         topic_defaults,
+        cluster,
         regions,
         flows,
         base_dir,
     }
+}
+
+/// `[cluster]`: both durations must be positive; a session timeout under 100 ms would
+/// fence healthy brokers between two heartbeats.
+fn check_cluster(raw: Option<&RawCluster>, r: &mut Report<'_>) -> ClusterSettings {
+    let mut c = ClusterSettings::default();
+    let Some(raw) = raw else { return c };
+    if let Some(v) = &raw.session_timeout
+        && let Some(d) = duration_field(r, v, "cluster.session_timeout")
+    {
+        if d < Duration::from_millis(100) {
+            r.add(
+                v.span(),
+                format!("cluster.session_timeout = {:?} is below 100ms; brokers would be fenced between heartbeats, use a duration like \"6s\"", v.get_ref()),
+            );
+        }
+        c.session_timeout = d;
+    }
+    if let Some(v) = &raw.replica_lag_max
+        && let Some(d) = duration_field(r, v, "cluster.replica_lag_max")
+    {
+        if d.is_zero() {
+            r.add(
+                v.span(),
+                "cluster.replica_lag_max is 0, which would drop every follower from the ISR at once; use a duration like \"10s\"",
+            );
+        }
+        c.replica_lag_max = d;
+    }
+    c
 }
 
 /// Stands in for an address that failed to parse; never reaches a valid Topology.

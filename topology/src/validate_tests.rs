@@ -614,3 +614,57 @@ fn rejects_max_message_bytes_above_segment_bytes() {
         &["max_message_bytes (2MiB) is above segment_bytes (1MiB)"],
     );
 }
+
+#[test]
+fn cluster_timing_is_read_and_defaults_when_absent() {
+    let t = parse(&base(), Path::new("/deploy/t.toml")).unwrap();
+    assert_eq!(t.cluster, crate::ClusterSettings::default());
+    let text = base().replace(
+        "[[regions]]\nname = \"a\"",
+        "[cluster]\nsession_timeout = \"1500ms\"\nreplica_lag_max = \"2s\"\n\n[[regions]]\nname = \"a\"",
+    );
+    let t = parse(&text, Path::new("/deploy/t.toml")).unwrap();
+    assert_eq!(
+        t.cluster.session_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    assert_eq!(t.cluster.replica_lag_max, std::time::Duration::from_secs(2));
+    assert_eq!(
+        t.node("a/b1").unwrap().cluster.session_timeout,
+        std::time::Duration::from_millis(1500),
+        "brokers see the cluster timing in their view"
+    );
+    let again = parse(&t.to_toml(), Path::new("/deploy/t.toml")).unwrap();
+    assert_eq!(again.cluster, t.cluster, "round-trips through to_toml");
+}
+
+#[test]
+fn rejects_cluster_timing_that_would_fence_or_drop_everyone() {
+    let text = base().replace(
+        "[[regions]]\nname = \"a\"",
+        "[cluster]\nsession_timeout = \"10ms\"\n\n[[regions]]\nname = \"a\"",
+    );
+    assert_one(
+        &text,
+        pos(&text, "\"10ms\"", 0),
+        &["cluster.session_timeout", "below 100ms"],
+    );
+    let text = base().replace(
+        "[[regions]]\nname = \"a\"",
+        "[cluster]\nreplica_lag_max = \"0s\"\n\n[[regions]]\nname = \"a\"",
+    );
+    assert_one(
+        &text,
+        pos(&text, "\"0s\"", 0),
+        &["cluster.replica_lag_max is 0"],
+    );
+    let text = base().replace(
+        "[[regions]]\nname = \"a\"",
+        "[cluster]\nreplica_lag_max = \"soon\"\n\n[[regions]]\nname = \"a\"",
+    );
+    assert_one(
+        &text,
+        pos(&text, "\"soon\"", 0),
+        &["cluster.replica_lag_max"],
+    );
+}

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::model::{Broker, Flow, GossipKey, GossipProfile, TlsListeners, TopicDefaults};
+use crate::model::{
+    Broker, ClusterSettings, Flow, GossipKey, GossipProfile, TlsListeners, TopicDefaults,
+};
 
 /// What a node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,6 +117,8 @@ pub struct NodeView {
     pub gossip: GossipView,
     /// Defaults for new topics.
     pub topic_defaults: TopicDefaults,
+    /// Failure-detection timing of the region's cluster.
+    pub cluster: ClusterSettings,
     /// Remote topics are `<source><separator><topic>`.
     pub remote_topic_separator: String,
 }

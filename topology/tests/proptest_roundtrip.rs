@@ -193,6 +193,7 @@ fn topology() -> impl Strategy<Value = Topology> {
                             GossipProfile::Lan
                         },
                     },
+                    cluster: Default::default(),
                     topic_defaults: TopicDefaults {
                         partitions,
                         replication_factor: rf,

@@ -175,6 +175,9 @@ impl Consumer {
                 max_wait_ms: u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX),
                 min_bytes: 1,
                 max_bytes: 0,
+                // A consumer, not a follower replica: reads below the high watermark.
+                replica_id: Some(-1),
+                leader_epoch: -1,
             };
             async move {
                 let mut stub = client.stub(&addr)?;

@@ -176,6 +176,13 @@ impl Client {
     /// Connects to a cluster through any of `bootstrap` (`host:port`, comma-separated
     /// lists allowed) and loads its metadata.
     pub async fn connect(bootstrap: &str) -> Result<Self> {
+        Self::connect_with_retry(bootstrap, RetryPolicy::default()).await
+    }
+
+    /// Like [`Client::connect`], with its own retry policy for requests to leaders. An
+    /// application that must know whether each attempt was appended (without producer
+    /// idempotence) uses `attempts: 1` and retries itself.
+    pub async fn connect_with_retry(bootstrap: &str, retry: RetryPolicy) -> Result<Self> {
         let bootstrap: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -192,7 +199,7 @@ impl Client {
                 bootstrap,
                 channels: Mutex::new(HashMap::new()),
                 meta: Mutex::new(ClusterMeta::default()),
-                retry: RetryPolicy::default(),
+                retry,
             }),
         };
         client.refresh_metadata().await?;

@@ -187,10 +187,15 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
          [gossip]\n",
     );
     writeln!(text, "keyring = [\"{}\"]\n", dev_gossip_key())?;
-    text.push_str(
-        "[topic_defaults]\npartitions = 3\nreplication_factor = 1\nmin_insync_replicas = 1\n\
-         flush = \"batch\"\nretention_time = \"7d\"\n\n",
-    );
+    // Replicated by default, as operators would run it: three replicas (or as many as
+    // there are brokers), two of them in sync for acks=all.
+    let replication_factor = brokers.min(3);
+    let min_insync = replication_factor.min(2);
+    writeln!(
+        text,
+        "[topic_defaults]\npartitions = 3\nreplication_factor = {replication_factor}\n\
+         min_insync_replicas = {min_insync}\nflush = \"batch\"\nretention_time = \"7d\"\n"
+    )?;
     let mut id = 0;
     for (r, name) in REGION_NAMES.iter().take(regions).enumerate() {
         // A Raft quorum needs an odd number of voters: with an even broker count the
@@ -324,7 +329,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
     println!("Try it (in another terminal):");
     println!("  {me} topic create orders --partitions 3 --bootstrap {b}");
     println!(
-        "  seq 1 1000 | sed 's/.*/key-&:order-&/' | {me} produce orders --key-separator : --bootstrap {b}"
+        "  seq 1 1000 | sed 's/.*/key-&:order-&/' | {me} produce orders --key-separator : --acks all --bootstrap {b}"
     );
     println!(
         "  {me} consume orders --from-beginning --exit-at-end --format json --bootstrap {b} | head"
@@ -332,9 +337,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
     println!("  {me} topic describe orders --bootstrap {b}");
     println!();
     println!("Region {first} is shown; every region has its own bootstrap above.");
-    println!(
-        "Not built yet: replication between brokers (topics are rf=1), mirror workers, mTLS, metrics, the Kafka listener (see the README)."
-    );
+    println!("Not built yet: mirror workers, mTLS, metrics, the Kafka listener (see the README).");
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

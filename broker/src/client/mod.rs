@@ -340,6 +340,27 @@ impl Client {
         }))
     }
 
+    /// `with_any_broker` for one unary RPC: clones `request` for each broker tried and
+    /// maps a failed status to the broker's error.
+    async fn call_any<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(BrokerClient<Channel>, Req) -> Fut,
+        Fut:
+            std::future::Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        self.with_any_broker(|stub, addr| {
+            let pending = call(stub, request.clone());
+            async move {
+                pending
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| status_error(&addr, s))
+            }
+        })
+        .await
+    }
+
     /// Creates topics; per-topic failures are returned in order, not as one error.
     pub async fn create_topics(
         &self,
@@ -359,16 +380,11 @@ impl Client {
             validate_only,
         };
         let response = self
-            .with_any_broker(|mut stub, addr| {
-                let request = request.clone();
-                async move {
-                    stub.create_topics(request)
-                        .await
-                        .map_err(|s| status_error(&addr, s))
-                }
-            })
-            .await?
-            .into_inner();
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.create_topics(r).await },
+            )
+            .await?;
         self.refresh_metadata().await?;
         Ok(response.results.into_iter().map(topic_result).collect())
     }
@@ -382,16 +398,11 @@ impl Client {
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<Vec<(String, Result<()>)>> {
         let request = proto::DeleteTopicsRequest { names };
         let response = self
-            .with_any_broker(|mut stub, addr| {
-                let request = request.clone();
-                async move {
-                    stub.delete_topics(request)
-                        .await
-                        .map_err(|s| status_error(&addr, s))
-                }
-            })
-            .await?
-            .into_inner();
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.delete_topics(r).await },
+            )
+            .await?;
         self.refresh_metadata().await?;
         Ok(response.results.into_iter().map(topic_result).collect())
     }
@@ -461,16 +472,11 @@ impl Client {
                 .collect(),
         };
         let response = self
-            .with_any_broker(|mut stub, addr| {
-                let request = request.clone();
-                async move {
-                    stub.offset_commit(request)
-                        .await
-                        .map_err(|s| status_error(&addr, s))
-                }
-            })
-            .await?
-            .into_inner();
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.offset_commit(r).await },
+            )
+            .await?;
         match response.offsets.into_iter().find(|o| o.error_code != 0) {
             Some(failed) => Err(remote_error(failed.error_code, failed.error_message)),
             None => Ok(()),
@@ -488,16 +494,11 @@ impl Client {
             topics: topics.to_vec(),
         };
         let response = self
-            .with_any_broker(|mut stub, addr| {
-                let request = request.clone();
-                async move {
-                    stub.offset_fetch(request)
-                        .await
-                        .map_err(|s| status_error(&addr, s))
-                }
-            })
-            .await?
-            .into_inner();
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.offset_fetch(r).await },
+            )
+            .await?;
         Ok(response
             .offsets
             .into_iter()
@@ -508,13 +509,10 @@ impl Client {
     /// Every group with committed offsets, with the topics it committed on.
     pub async fn list_groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let response = self
-            .with_any_broker(|mut stub, addr| async move {
-                stub.list_groups(proto::ListGroupsRequest {})
-                    .await
-                    .map_err(|s| status_error(&addr, s))
+            .call_any(proto::ListGroupsRequest {}, |mut stub, r| async move {
+                stub.list_groups(r).await
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(response
             .groups
             .into_iter()

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use support::{SingleBroker, run_ok, run_with_stdin};
 
@@ -12,7 +11,7 @@ const RECORDS: usize = 100_000;
 
 #[test]
 fn cli_round_trip_keeps_every_key_value_header_and_partition_order() {
-    let broker = SingleBroker::start(Ipv4Addr::new(127, 0, 0, 21), "");
+    let broker = SingleBroker::start(21, "");
     let b = broker.bootstrap();
     run_ok(&[
         "topic",
@@ -161,7 +160,7 @@ fn cli_round_trip_keeps_every_key_value_header_and_partition_order() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_appends_nothing() {
-    let broker = SingleBroker::start(Ipv4Addr::new(127, 0, 0, 22), "max_message_bytes = \"1KiB\"");
+    let broker = SingleBroker::start(22, "max_message_bytes = \"1KiB\"");
     let b = broker.bootstrap();
     run_ok(&[
         "topic",

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use broker::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfig, TopicSpec};
@@ -13,7 +12,7 @@ use support::SingleBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_produce_loses_no_acknowledged_record() {
-    let mut broker = SingleBroker::start(Ipv4Addr::new(127, 0, 0, 23), "flush = \"batch\"");
+    let mut broker = SingleBroker::start(23, "flush = \"batch\"");
     let client = Client::connect(&broker.bootstrap()).await.expect("connect");
     client
         .create_topic(TopicSpec {

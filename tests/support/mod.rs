@@ -55,119 +55,45 @@ pub fn free_port(ip: Ipv4Addr) -> u16 {
         .port()
 }
 
-/// A single-broker region written as a deployment file, with its broker process.
+/// A one-broker region (a [`Region`] of one), for tests of a single broker's behaviour.
 pub struct SingleBroker {
-    pub dir: tempfile::TempDir,
-    pub topology: PathBuf,
-    pub grpc: SocketAddr,
-    pub child: Option<Child>,
-    pub log: PathBuf,
+    pub region: Region,
 }
 
 impl SingleBroker {
-    /// Writes a one-broker deployment on `ip` (a 127.0.0.x address) with `extra_defaults`
+    /// Writes a one-broker deployment on 127.0.`third_octet`.1 with `extra_defaults`
     /// lines added to [topic_defaults], and starts the broker.
-    pub fn start(ip: Ipv4Addr, extra_defaults: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let grpc = SocketAddr::from((ip, free_port(ip)));
-        let metrics = SocketAddr::from((ip, free_port(ip)));
-        let gossip = SocketAddr::from((ip, free_port(ip)));
-        let text = format!(
-            r#"[deployment]
-name = "test"
-
-[tls]
-dir = "tls"
-
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-
-[topic_defaults]
-partitions = 3
-replication_factor = 1
-min_insync_replicas = 1
-{extra_defaults}
-
-[[regions]]
-name = "local"
-
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "{grpc}"
-gossip = "{gossip}"
-metrics = "{metrics}"
-data_dir = "data/b1"
-"#
-        );
-        let topology = dir.path().join("topology.toml");
-        std::fs::write(&topology, text).expect("write topology");
-        let log = dir.path().join("broker.log");
-        let mut broker = Self {
-            dir,
-            topology,
-            grpc,
-            child: None,
-            log,
-        };
-        broker.restart();
-        broker
+    pub fn start(third_octet: u8, extra_defaults: &str) -> Self {
+        Self {
+            region: Region::start(third_octet, 1, extra_defaults),
+        }
     }
 
     /// The `--bootstrap` value for this broker.
     pub fn bootstrap(&self) -> String {
-        self.grpc.to_string()
+        self.region.bootstrap_of(0)
     }
 
-    /// Starts (or starts again) the broker process and waits until it answers.
+    /// Starts the broker process again and waits until it listens.
     pub fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = meridian()
-            .args(["broker", "--topology"])
-            .arg(&self.topology)
-            .args(["--node", "local/b1"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn broker");
-        self.child = Some(child);
-        wait_for_port(self.grpc, Duration::from_secs(30), &self.log);
+        self.region.spawn(0);
+        let b = &self.region.brokers[0];
+        wait_for_port(b.grpc, Duration::from_secs(30), &b.log);
     }
 
     /// kill -9.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
-        }
+        self.region.kill9(0);
     }
 
     /// The broker's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.region.brokers[0].log).unwrap_or_default()
     }
 
     /// The data directory of the broker.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data/b1")
-    }
-}
-
-impl Drop for SingleBroker {
-    fn drop(&mut self) {
-        self.kill9();
+        self.region.dir.path().join("data/b1")
     }
 }
 

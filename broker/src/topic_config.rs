@@ -29,6 +29,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "in-sync replicas needed for acks=all",
     ),
     (
+        "unclean.leader.election.enable",
+        "true lets an out-of-sync replica lead when no in-sync one is left (loses records)",
+    ),
+    (
         "flush.policy",
         "batch (fsync every batch, group commit) | none | an interval like 100ms",
     ),
@@ -39,6 +43,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
 pub struct TopicConfig {
     /// Replicas in-sync needed for acks=all.
     pub min_insync_replicas: i32,
+    /// Whether an out-of-sync replica may become leader when no in-sync one is left
+    /// (availability over durability; off by default, as in Kafka). The controller reads
+    /// the topic's override; it is kept here so it is validated and described.
+    pub unclean_leader_election: bool,
     /// Age after which whole segments are deleted; `None` keeps data forever.
     pub retention_time: Option<Duration>,
     /// Per-partition size beyond which old segments are deleted; `None` is unlimited.
@@ -58,6 +66,7 @@ impl TopicConfig {
     pub fn from_defaults(defaults: &topology::TopicDefaults) -> Self {
         Self {
             min_insync_replicas: i32::from(defaults.min_insync_replicas),
+            unclean_leader_election: false,
             retention_time: defaults.retention_time,
             retention_bytes: defaults.retention_bytes,
             segment_bytes: defaults.segment_bytes,
@@ -103,6 +112,13 @@ impl TopicConfig {
                         .ok_or_else(|| bad("expected a whole number of at least 1".into()))?
                 }
                 "flush.policy" => self.flush = parse_flush(value).map_err(bad)?,
+                "unclean.leader.election.enable" => {
+                    self.unclean_leader_election = match value.to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad("expected true or false".into())),
+                    }
+                }
                 _ => {
                     let known: Vec<&str> = KNOWN_KEYS.iter().map(|(k, _)| *k).collect();
                     return Err(bad(format!(
@@ -136,6 +152,10 @@ impl TopicConfig {
             (
                 "min.insync.replicas".into(),
                 self.min_insync_replicas.to_string(),
+            ),
+            (
+                "unclean.leader.election.enable".into(),
+                self.unclean_leader_election.to_string(),
             ),
             (
                 "flush.policy".into(),
@@ -207,6 +227,7 @@ mod tests {
     fn base() -> TopicConfig {
         TopicConfig {
             min_insync_replicas: 1,
+            unclean_leader_election: false,
             retention_time: None,
             retention_bytes: None,
             segment_bytes: 1 << 30,
@@ -233,6 +254,23 @@ mod tests {
             FlushPolicy::Interval(Duration::from_millis(100))
         );
         assert_eq!(config.describe()["retention.ms"], "86400000");
+    }
+
+    #[test]
+    fn unclean_leader_election_is_an_opt_in_per_topic() {
+        assert!(!base().unclean_leader_election);
+        let on = BTreeMap::from([(
+            "unclean.leader.election.enable".to_owned(),
+            "true".to_owned(),
+        )]);
+        let config = base().with_overrides(&on).unwrap();
+        assert!(config.unclean_leader_election);
+        assert_eq!(config.describe()["unclean.leader.election.enable"], "true");
+        let bad = BTreeMap::from([(
+            "unclean.leader.election.enable".to_owned(),
+            "maybe".to_owned(),
+        )]);
+        assert!(base().with_overrides(&bad).is_err());
     }
 
     #[test]

@@ -359,7 +359,14 @@ async fn run_sender(shared: Arc<Shared>) {
         let compression = shared.config.batching.compression;
         let encoded: Vec<_> = taken
             .into_iter()
-            .map(|(topic, batch, replies)| (topic, batch.encode(compression), replies))
+            .map(|(topic, batch, replies)| {
+                let reserved = batch.reserved();
+                (
+                    topic,
+                    batch.encode(compression).map_err(|e| (e, reserved)),
+                    replies,
+                )
+            })
             .collect();
         // ...and queue and send under it again, in the order taken.
         let next_ready = {
@@ -372,7 +379,8 @@ async fn run_sender(shared: Arc<Shared>) {
                 };
                 match batch {
                     Ok(batch) => t.enqueue(batch, replies),
-                    Err(err) => {
+                    Err((err, reserved)) => {
+                        t.accumulator.release_reserved(reserved);
                         for reply in replies {
                             let _ = reply.send(Err(clone_error(&err)));
                         }

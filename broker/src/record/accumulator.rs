@@ -127,6 +127,11 @@ impl SealedBatch {
         self.records.len()
     }
 
+    /// Buffer memory it holds until released.
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
     /// Encodes it as one RecordBatch v2. Headers were checked when the records were
     /// added, so an uncompressed batch does not fail here.
     pub fn encode(self, compression: Compression) -> Result<ReadyBatch> {
@@ -333,7 +338,13 @@ impl Accumulator {
     /// Gives back the memory of a batch that `ready`/`drain_all` returned, once the
     /// broker acknowledged it or it failed for good. Call it exactly once per batch.
     pub fn release(&mut self, batch: &ReadyBatch) {
-        self.used = self.used.saturating_sub(batch.reserved);
+        self.release_reserved(batch.reserved);
+    }
+
+    /// Gives back memory reserved by a batch that never became a [`ReadyBatch`] (its
+    /// encoding failed): see [`SealedBatch::reserved`].
+    pub fn release_reserved(&mut self, reserved: usize) {
+        self.used = self.used.saturating_sub(reserved);
     }
 
     /// When the next batch becomes ready without another add: now-or-past if a batch is

@@ -165,6 +165,26 @@ async fn group_offsets_survive_a_broker_and_quorum_loss_fails_metadata_changes_c
         .await
         .expect("commit");
 
+    // Every broker sees the other two alive in the region's gossip.
+    let members = |bootstrap: &str| -> Vec<serde_json::Value> {
+        support::run_ok(&["members", "--json", "--bootstrap", bootstrap])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json member"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = members(&region.bootstrap_of(1));
+        if view.len() == 3 && view.iter().all(|m| m["state"] == "alive") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never all alive: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Broker 1 crashes: the group's offsets are still there, read from another broker.
     region.kill9(0);
     let survivor = connect(&region.bootstrap_of(1)).await;
@@ -180,6 +200,19 @@ async fn group_offsets_survive_a_broker_and_quorum_loss_fails_metadata_changes_c
             (("orders".into(), 2), 42)
         ])
     );
+    // Gossip marks the crashed broker down (LAN preset: p99 13.4 s in simulation).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let view = members(&region.bootstrap_of(1));
+        if view
+            .iter()
+            .any(|m| m["name"] == "b1" && m["state"] == "down")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b1 never marked down: {view:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // Two of three voters still form a quorum: metadata changes work.
     survivor
         .create_topic(TopicSpec {

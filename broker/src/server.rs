@@ -76,15 +76,30 @@ fn error_fields(result: &Result<(), BrokerError>) -> (i32, String) {
 }
 
 /// The gRPC service over one broker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerService {
     node: Arc<BrokerNode>,
+    gossip: Option<Arc<gossip::GossipHandle>>,
+}
+
+impl std::fmt::Debug for BrokerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerService")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerService {
     /// Serves `node`.
     pub fn new(node: Arc<BrokerNode>) -> Self {
-        Self { node }
+        Self { node, gossip: None }
+    }
+
+    /// Answers Members from this broker's view of the region's gossip.
+    pub fn with_gossip(mut self, gossip: Arc<gossip::GossipHandle>) -> Self {
+        self.gossip = Some(gossip);
+        self
     }
 
     /// The tonic server wrapper, with message limits raised for record batches.
@@ -507,6 +522,38 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(proto::OffsetFetchResponse { offsets }))
     }
 
+    async fn members(
+        &self,
+        _request: Request<proto::MembersRequest>,
+    ) -> Result<Response<proto::MembersResponse>, Status> {
+        let Some(gossip) = &self.gossip else {
+            return Err(Status::unavailable("this broker runs no gossip"));
+        };
+        let members = gossip
+            .members()
+            .into_iter()
+            .map(|m| proto::Member {
+                name: m.identity.name.clone(),
+                region: m.identity.region.clone(),
+                role: match m.identity.role {
+                    gossip::Role::Broker => "broker".into(),
+                    gossip::Role::Mirror => "mirror".into(),
+                },
+                state: match m.state {
+                    gossip::MemberState::Alive => "alive".into(),
+                    gossip::MemberState::Suspect => "suspect".into(),
+                    gossip::MemberState::Down => "down".into(),
+                },
+                incarnation: m.incarnation,
+                gossip_addr: m.identity.gossip_addr.to_string(),
+                grpc_addr: m.identity.grpc.clone().unwrap_or_default(),
+                kafka_addr: m.identity.kafka.clone().unwrap_or_default(),
+                metrics_addr: m.identity.metrics.clone().unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(proto::MembersResponse { members }))
+    }
+
     async fn list_groups(
         &self,
         _request: Request<proto::ListGroupsRequest>,
@@ -528,6 +575,51 @@ fn group_listings(node: &BrokerNode) -> Vec<proto::GroupListing> {
             topics: topics.keys().cloned().collect(),
         })
         .collect()
+}
+
+/// Joins the region's SWIM gossip (foca, encrypted with the deployment's keyring) so
+/// that `meridian members` shows who is alive. The incarnation is the start time, so a
+/// restarted broker rejoins above its previous self.
+async fn join_gossip(
+    view: &topology::NodeView,
+    grpc_addr: SocketAddr,
+) -> Result<gossip::GossipHandle, BrokerError> {
+    let gossip_err = |e: gossip::GossipError| BrokerError::InvalidRequest {
+        reason: format!("cannot join the gossip on {}: {e}", view.gossip_addr),
+    };
+    let mut identity = gossip::NodeIdentity::new(
+        &view.name,
+        &view.region,
+        gossip::Role::Broker,
+        view.gossip_addr,
+    );
+    identity.grpc = Some(grpc_addr.to_string());
+    identity.kafka = view.kafka_addr.map(|a| a.to_string());
+    identity.metrics = Some(view.metrics_addr.to_string());
+    identity.incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let keys: Vec<[u8; 32]> = view.gossip.keyring.iter().map(|k| k.0).collect();
+    let keyring = gossip::Keyring::from_keys(&keys).map_err(gossip_err)?;
+    let size = view.region_brokers.len().max(1) as u32;
+    let config = match view.gossip.profile {
+        topology::GossipProfile::Lan => gossip::GossipConfig::lan(size),
+        topology::GossipProfile::Wan => gossip::GossipConfig::wan(size),
+    };
+    let handle = gossip::Gossip::start(identity, keyring, config)
+        .await
+        .map_err(gossip_err)?;
+    let seeds: Vec<SocketAddr> = view
+        .gossip_seeds
+        .iter()
+        .copied()
+        .filter(|s| *s != view.gossip_addr)
+        .collect();
+    if !seeds.is_empty() {
+        handle.join(&seeds).await.map_err(gossip_err)?;
+    }
+    Ok(handle)
 }
 
 /// Runs a broker node for `view` until `shutdown` resolves: claims the data directory,
@@ -613,6 +705,7 @@ pub async fn serve(
         })
     };
     let registering_abort = registering.abort_handle();
+    let membership = Arc::new(join_gossip(view, grpc_addr).await?);
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
 
     let stopping = {
@@ -631,7 +724,11 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(BrokerService::new(node.clone()).into_server())
+        .add_service(
+            BrokerService::new(node.clone())
+                .with_gossip(membership.clone())
+                .into_server(),
+        )
         .add_service(raft_service)
         .add_service(api_service)
         .serve_with_incoming_shutdown(incoming, stopping)
@@ -639,6 +736,13 @@ pub async fn serve(
     housekeeping.abort();
     reconciler.abort();
     replication.abort();
+    // Leave gracefully when no connection task still holds the service; otherwise the
+    // others see this broker go down by failure detection instead.
+    if let Ok(membership) = Arc::try_unwrap(membership)
+        && let Err(err) = membership.leave().await
+    {
+        tracing::debug!(%err, "gossip leave");
+    }
     let _ = tokio::task::spawn_blocking(move || node.checkpoint_all()).await;
     if let Err(err) = controller.shutdown().await {
         tracing::warn!(%err, "controller shutdown");

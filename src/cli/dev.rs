@@ -335,6 +335,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
         "  {me} consume orders --from-beginning --exit-at-end --format json --bootstrap {b} | head"
     );
     println!("  {me} topic describe orders --bootstrap {b}");
+    println!("  {me} members --bootstrap {b}");
     println!();
     println!("Region {first} is shown; every region has its own bootstrap above.");
     println!("Not built yet: mirror workers, mTLS, metrics, the Kafka listener (see the README).");

@@ -9,6 +9,7 @@ mod connect;
 mod consume;
 mod dev;
 mod groups;
+mod members;
 mod produce;
 mod topic;
 
@@ -39,6 +40,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print them.
     Consume(consume::ConsumeArgs),
+    /// Show the live membership (gossip) view of a region.
+    Members(members::MembersArgs),
     /// List consumer groups and show their offsets and lag.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Members(args) => members::run(args),
         Command::Groups(cmd) => groups::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),

@@ -506,6 +506,16 @@ impl Client {
             .collect())
     }
 
+    /// The membership view of the broker that answers (its region's gossip).
+    pub async fn members(&self) -> Result<Vec<proto::Member>> {
+        let response = self
+            .call_any(proto::MembersRequest {}, |mut stub, r| async move {
+                stub.members(r).await
+            })
+            .await?;
+        Ok(response.members)
+    }
+
     /// Every group with committed offsets, with the topics it committed on.
     pub async fn list_groups(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let response = self

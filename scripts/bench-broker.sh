@@ -13,6 +13,8 @@
 # Re-print a summary later: python3 scripts/bench-summary.py FILE.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 export LC_ALL=C
 records_small=${1:-2000000}
 records_large=${2:-500000}
@@ -42,7 +44,6 @@ trap cleanup EXIT
 # dd's last line ends "N bytes (...) copied, S s, R MB/s"; recompute MB/s (10^6) from N and S
 # so the unit never changes between runs.
 dd_mb_per_s() { awk '{for (i = 1; i <= NF; i++) if ($i == "s,") s = $(i - 1); printf "%.1f", $1 / s / 1e6}'; }
-port() { python3 -c "import socket;s=socket.socket();s.bind(('$ip',0));print(s.getsockname()[1])"; }
 # CPU seconds (user + system) the broker has used so far.
 broker_cpu() { awk -v t="$ticks" '{printf "%.2f", ($14 + $15) / t}' "/proc/$broker_pid/stat"; }
 emit() { echo "$1" >>"$results"; }
@@ -85,33 +86,7 @@ one_run() {
   emit "{\"run\": $run, \"kind\": \"dd\", \"buffered_mb_per_s\": $buffered, \"dsync_mb_per_s\": $dsync}"
 
   grpc="$ip:$(port)"
-  cat >"$work/topology.toml" <<TOML
-[deployment]
-name = "bench"
-[tls]
-dir = "tls"
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-[topic_defaults]
-partitions = 1
-replication_factor = 1
-min_insync_replicas = 1
-[[regions]]
-name = "bench"
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "$grpc"
-gossip = "$ip:$(port)"
-metrics = "$ip:$(port)"
-data_dir = "data"
-TOML
+  single_broker_topology bench "$grpc" >"$work/topology.toml"
   "$bin" broker --topology "$work/topology.toml" --node bench/b1 2>"$work/broker.log" &
   broker_pid=$!
   local up=""

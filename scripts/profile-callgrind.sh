@@ -9,6 +9,8 @@
 #   OUT=DIR keeps the callgrind.out files (default: $CARGO_TARGET_DIR/profile/<time>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 export LC_ALL=C
 records=${1:-200000}
 size=${2:-100}
@@ -20,7 +22,6 @@ bin="$CARGO_TARGET_DIR/release/meridian"
 out=${OUT:-$CARGO_TARGET_DIR/profile/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 ip=127.0.0.51
-port() { python3 -c "import socket;s=socket.socket();s.bind(('$ip',0));print(s.getsockname()[1])"; }
 
 broker_pid=""
 work=""
@@ -38,33 +39,7 @@ start_broker() {
   if [[ -n "$work" ]]; then rm -rf "$work"; fi
   work=$(mktemp -d /tmp/meridian-profile.XXXXXX)
   grpc="$ip:$(port)"
-  cat >"$work/topology.toml" <<TOML
-[deployment]
-name = "profile"
-[tls]
-dir = "tls"
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-[topic_defaults]
-partitions = 1
-replication_factor = 1
-min_insync_replicas = 1
-[[regions]]
-name = "profile"
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "$grpc"
-gossip = "$ip:$(port)"
-metrics = "$ip:$(port)"
-data_dir = "data"
-TOML
+  single_broker_topology profile "$grpc" >"$work/topology.toml"
   "$@" "$bin" broker --topology "$work/topology.toml" --node profile/b1 2>"$work/broker.log" &
   broker_pid=$!
   for _ in $(seq 1 300); do

@@ -17,5 +17,10 @@
 //! histories as well as by real runs, and a real run's history can be re-checked offline.
 
 pub mod check;
+pub mod error;
+pub mod harness;
 pub mod history;
 pub mod report;
+pub mod rng;
+pub mod run;
+pub mod scenario;

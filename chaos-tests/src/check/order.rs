@@ -1,9 +1,10 @@
 //! Per-partition order: offsets in a partition only grow, and the records one writer sent
 //! to a partition are stored in the order it sent them (its sequence numbers never go
-//! back). An immediate repeat of the same sequence is a duplicate (counted by
-//! [`super::acked_durable`]), not a reordering.
+//! back). A record id seen before in the partition is a duplicate (a retried request
+//! that had in fact been written: counted by [`super::acked_durable`]), not a
+//! reordering, so only first occurrences are held to the order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::Verdict;
 use crate::history::{PartitionLog, parse_record_id};
@@ -18,6 +19,7 @@ pub fn check(logs: &[PartitionLog]) -> Verdict {
     for log in logs {
         let mut previous_offset = None;
         let mut last_sequence: HashMap<&str, (u64, i64)> = HashMap::new();
+        let mut seen: HashSet<(&str, u64)> = HashSet::new();
         for record in &log.records {
             verdict.checked_one();
             if let Some(previous) = previous_offset
@@ -32,6 +34,9 @@ pub fn check(logs: &[PartitionLog]) -> Verdict {
             let Some((writer, sequence)) = record.record_id().and_then(parse_record_id) else {
                 continue;
             };
+            if !seen.insert((writer, sequence)) {
+                continue; // a duplicate, not a reordering
+            }
             if let Some((last, at)) = last_sequence.get(writer).copied()
                 && sequence < last
             {
@@ -94,6 +99,21 @@ mod tests {
     #[test]
     fn an_immediate_duplicate_is_not_a_reordering() {
         let verdict = check(&[log(&[(0, "w1:0"), (1, "w1:0"), (2, "w1:1")])]);
+        assert!(verdict.passed(), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_late_duplicate_of_a_retried_request_is_not_a_reordering() {
+        // w1 sent 0,1 in one request, it timed out but had been written; the retry wrote
+        // both again after other records.
+        let verdict = check(&[log(&[
+            (0, "w1:0"),
+            (1, "w1:1"),
+            (2, "w2:0"),
+            (3, "w1:0"),
+            (4, "w1:1"),
+            (5, "w1:2"),
+        ])]);
         assert!(verdict.passed(), "{verdict:?}");
     }
 

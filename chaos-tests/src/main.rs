@@ -1,0 +1,106 @@
+//! `cargo run -p chaos-tests -- --scenario NAME --seed N --duration 60s`: one chaos run
+//! against real `meridian` processes; prints the report's path and exits 1 when an
+//! invariant failed, with the command that replays it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chaos_tests::run::{RunConfig, run};
+use chaos_tests::scenario::{SCENARIOS, Scenario};
+use clap::Parser;
+
+/// Seeded, reproducible fault injection against a real Meridian deployment.
+#[derive(Debug, Parser)]
+#[command(name = "chaos-tests")]
+struct Args {
+    /// Scenario: quick, leader-kills, stalled-followers or soak.
+    #[arg(long, default_value = "quick")]
+    scenario: String,
+    /// Seed of the fault schedule (replays the same run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long the workload runs, e.g. 60s or 30m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Runs this many seeds in a row, from --seed up (the soak profile).
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// Where reports, logs and data go.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+    /// The meridian binary (default: next to this one, or MERIDIAN_BIN).
+    #[arg(long, env = "MERIDIAN_BIN")]
+    meridian: Option<PathBuf>,
+    /// First loopback third octet used by the deployment.
+    #[arg(long, default_value_t = 151)]
+    octet: u8,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 60s or 30m"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{text:?}: use s, m or h")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let binary = match args.meridian {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("locate this binary")?
+            .with_file_name("meridian"),
+    };
+    let config = RunConfig {
+        binary,
+        out_dir: args.out.clone(),
+        octet: args.octet,
+        writers: 2,
+        rate: 200,
+        broken_acks: false,
+    };
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed + args.runs {
+        let scenario = Scenario::build(&args.scenario, seed, args.duration)
+            .with_context(|| format!("known scenarios: {}", SCENARIOS.join(", ")))?;
+        let report = run(&scenario, &config).await?;
+        let path = args.out.join(format!("{}-{}.md", scenario.name, seed));
+        println!(
+            "{} seed {seed}: {} — produced {}, acknowledged {}, lost {}, duplicated {} — {}",
+            scenario.name,
+            if report.passed() { "passed" } else { "FAILED" },
+            report.produced,
+            report.acknowledged,
+            report.lost,
+            report.duplicated,
+            path.display()
+        );
+        if !report.passed() {
+            println!("replay: {}", report.replay);
+            failed.push(seed);
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "invariants failed for seeds {failed:?}; see the reports under {}",
+            args.out.display()
+        );
+    }
+    Ok(())
+}

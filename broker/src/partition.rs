@@ -845,6 +845,21 @@ fn append_group(
     Ok(())
 }
 
+/// Chaos-test switch (`MERIDIAN_DEBUG_ACK_BEFORE_HW`): acknowledge acks=all writes
+/// without waiting for the high watermark, breaking the durability guarantee on purpose
+/// so that the chaos checker's own test can show it catches the loss. Only debug builds
+/// honour it; a release build never reads the variable.
+fn debug_ack_before_hw() -> bool {
+    static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SWITCH.get_or_init(|| {
+        let on = cfg!(debug_assertions) && std::env::var_os("MERIDIAN_DEBUG_ACK_BEFORE_HW").is_some();
+        if on {
+            tracing::error!("MERIDIAN_DEBUG_ACK_BEFORE_HW is set: acks=all is answered before replication; acknowledged records WILL be lost on failover");
+        }
+        on
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,19 +1008,4 @@ mod tests {
             .unwrap();
         assert_eq!(p.log_end_offset(), 2, "the uncommitted record is dropped");
     }
-}
-
-/// Chaos-test switch (`MERIDIAN_DEBUG_ACK_BEFORE_HW`): acknowledge acks=all writes
-/// without waiting for the high watermark, breaking the durability guarantee on purpose
-/// so that the chaos checker's own test can show it catches the loss. Only debug builds
-/// honour it; a release build never reads the variable.
-fn debug_ack_before_hw() -> bool {
-    static SWITCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SWITCH.get_or_init(|| {
-        let on = cfg!(debug_assertions) && std::env::var_os("MERIDIAN_DEBUG_ACK_BEFORE_HW").is_some();
-        if on {
-            tracing::error!("MERIDIAN_DEBUG_ACK_BEFORE_HW is set: acks=all is answered before replication; acknowledged records WILL be lost on failover");
-        }
-        on
-    })
 }

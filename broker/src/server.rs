@@ -202,7 +202,21 @@ impl broker_server::Broker for BrokerService {
                             isr: p.isr.clone(),
                         })
                         .collect(),
-                    configs: topic.config.describe().into_iter().collect(),
+                    configs: topic
+                        .config
+                        .describe()
+                        .into_iter()
+                        .chain(
+                            topic
+                                .state
+                                .configs
+                                .iter()
+                                .filter(|(k, _)| {
+                                    k.starts_with(crate::topic_config::MIRROR_CONFIG_PREFIX)
+                                })
+                                .map(|(k, v)| (k.clone(), v.clone())),
+                        )
+                        .collect(),
                 },
                 Err(err) => proto::TopicInfo {
                     name,

@@ -8,6 +8,11 @@ use std::time::Duration;
 use crate::error::{BrokerError, Result};
 use crate::log::{FlushPolicy, LogConfig};
 
+/// Prefix of the provenance configs a mirror worker writes on the remote topics it
+/// creates (`mirror.source.region`, `mirror.source.topic`, `mirror.flow`): they make a
+/// remote topic say where it came from, which is how flows avoid loops.
+pub const MIRROR_CONFIG_PREFIX: &str = "mirror.";
+
 /// Config names a topic accepts, with what each means; `describe` lists them all.
 pub const KNOWN_KEYS: &[(&str, &str)] = &[
     (
@@ -119,6 +124,9 @@ impl TopicConfig {
                         _ => return Err(bad("expected true or false".into())),
                     }
                 }
+                // Provenance of a mirrored (remote) topic, written by the mirror worker:
+                // which region, topic and flow it copies. Kept as given, no behaviour.
+                key if key.starts_with(MIRROR_CONFIG_PREFIX) => {}
                 _ => {
                     let known: Vec<&str> = KNOWN_KEYS.iter().map(|(k, _)| *k).collect();
                     return Err(bad(format!(

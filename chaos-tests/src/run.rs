@@ -61,11 +61,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         .out_dir
         .join(format!("run-{}-{}", scenario.name, scenario.seed));
     let _ = std::fs::remove_dir_all(&run_dir);
-    let spec = DeploymentSpec {
-        regions: 1,
-        brokers: 3,
-        octet: config.octet,
-    };
+    let spec = DeploymentSpec::brokers_only(1, config.octet);
     let deployment = Deployment::write(&run_dir, &spec)?;
     let mut nodes = BTreeMap::new();
     for b in &deployment.brokers {

@@ -1,5 +1,29 @@
-//! Mirror workers.
+//! Mirror workers: copy topics from one region's cluster into another's, exactly.
 //!
-//! Will own: flow planning (which source topics go where, never looping), record
-//! copying at the source offsets (offset-preserving, exactly once), checkpoints of group
-//! offsets, heartbeats, and failover of consumer groups between regions.
+//! ```text
+//!   source region A                       mirror worker (in B)                    target region B
+//!   orders-0 leader ──fetch committed──▶  copy::run_partition  ──append at the ──▶ A.orders-0 leader
+//!   (stored batches)     batches          (position = remote    same offsets,       (offset-preserving,
+//!                                          log end)             acks=all)            gaps allowed)
+//! ```
+//!
+//! - [`plan`]: which source topics a flow mirrors and under which names (pure; loop rules).
+//! - [`copy`]: one partition's copy loop and its plain [`copy::Progress`] (gaps, lag).
+//! - [`ownership`]: rendezvous hashing of partitions over the region's live workers.
+//! - [`heartbeat`]: the per-region heartbeat writer.
+//! - [`status`]: `meridian mirror status`, from the two regions' brokers.
+//! - [`worker`]: the `meridian mirror` process shell that ties them together.
+//!
+//! Exactness comes from the remote partition itself: a batch is stored at its source
+//! offsets, so the resume position is the remote log end and a re-sent batch is a no-op.
+//! A consumer group's position P on `orders` in A is the same P on `A.orders` in B.
+
+pub mod copy;
+pub mod error;
+pub mod heartbeat;
+pub mod ownership;
+pub mod plan;
+pub mod status;
+pub mod worker;
+
+pub use error::MirrorError;

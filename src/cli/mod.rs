@@ -10,6 +10,7 @@ mod consume;
 mod dev;
 mod groups;
 mod members;
+mod mirror;
 mod produce;
 mod topic;
 
@@ -33,6 +34,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run one broker of a deployment.
     Broker(broker::BrokerArgs),
+    /// Run a mirror worker, or show how the mirror flows are doing.
+    Mirror(mirror::MirrorArgs),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Mirror(args) => mirror::run(args),
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -13,6 +13,7 @@
 
 mod consumer;
 mod producer;
+mod raw;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use crate::proto::{self, broker_client::BrokerClient};
 
 pub use consumer::{Consumer, ConsumerConfig, StartOffset};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig};
+pub use raw::{RawAppend, RawFetch};
 
 /// How often and how patiently requests are retried on retriable errors.
 #[derive(Debug, Clone)]

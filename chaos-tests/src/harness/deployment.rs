@@ -17,6 +17,43 @@ pub struct DeploymentSpec {
     pub brokers: u8,
     /// First loopback third octet; region i uses `octet + i`.
     pub octet: u8,
+    /// Mirror workers per region (named m1, m2, ... on 127.0.<octet>.11, .12, ...).
+    pub mirrors: u8,
+    /// Flows as (source region index, target region index), 1-based.
+    pub flows: Vec<(u8, u8)>,
+}
+
+impl DeploymentSpec {
+    /// `regions` regions of three brokers, no mirrors.
+    pub fn brokers_only(regions: u8, octet: u8) -> Self {
+        Self {
+            regions,
+            brokers: 3,
+            octet,
+            mirrors: 0,
+            flows: Vec::new(),
+        }
+    }
+
+    /// Two regions of three brokers with `mirrors` workers each and flows both ways.
+    pub fn active_active(octet: u8, mirrors: u8) -> Self {
+        Self {
+            regions: 2,
+            brokers: 3,
+            octet,
+            mirrors,
+            flows: vec![(1, 2), (2, 1)],
+        }
+    }
+}
+
+/// A mirror worker of the written deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorAddr {
+    /// Region name.
+    pub region: String,
+    /// Node name.
+    pub name: String,
 }
 
 /// A broker of the written deployment.
@@ -41,6 +78,8 @@ pub struct Deployment {
     pub regions: Vec<String>,
     /// Every broker.
     pub brokers: Vec<BrokerAddr>,
+    /// Every mirror worker.
+    pub mirrors: Vec<MirrorAddr>,
 }
 
 impl Deployment {
@@ -77,6 +116,7 @@ min_insync_replicas = 2
         );
         let mut regions = Vec::new();
         let mut brokers = Vec::new();
+        let mut mirrors = Vec::new();
         for r in 1..=spec.regions {
             let region = format!("r{r}");
             let octet = spec.octet + r - 1;
@@ -104,7 +144,26 @@ min_insync_replicas = 2
                     grpc,
                 });
             }
+            for m in 1..=spec.mirrors {
+                let ip = Ipv4Addr::new(127, 0, octet, 10 + m);
+                let _ = write!(
+                    text,
+                    "\n[[regions.mirrors]]\nname = \"m{m}\"\ngossip = \"{ip}:7946\"\nmetrics = \"{ip}:9100\"\n"
+                );
+                mirrors.push(MirrorAddr {
+                    region: region.clone(),
+                    name: format!("m{m}"),
+                });
+            }
             regions.push(region);
+        }
+        for (source, target) in &spec.flows {
+            let _ = write!(
+                text,
+                "\n[[flows]]\nsource = \"r{source}\"\ntarget = \"r{target}\"\nenabled = true\n\
+                 topics = {{ include = [\".*\"], exclude = [] }}\ngroups = {{ include = [\".*\"], exclude = [] }}\n\
+                 sync_group_offsets = false\ncheckpoint_interval = \"1s\"\n"
+            );
         }
         let topology = dir.join("topology.toml");
         std::fs::write(&topology, text).map_err(io(format!("write {}", topology.display())))?;
@@ -112,6 +171,7 @@ min_insync_replicas = 2
             topology,
             regions,
             brokers,
+            mirrors,
         })
     }
 

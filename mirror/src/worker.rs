@@ -1,0 +1,330 @@
+//! The mirror worker process (`meridian mirror --topology FILE --node REGION/NAME`): a
+//! thin shell that joins the deployment-wide mirror gossip, plans every enabled flow into
+//! its region each round, creates remote topics, and runs one copier per source
+//! partition it owns (rendezvous hashing over the live workers of its region).
+//!
+//! The worker keeps no durable state of its own: positions live in the remote
+//! partitions (offset-preserving), so a restarted or replacement worker resumes exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker::client::{Client, RetryPolicy, TopicSpec};
+use tokio::sync::watch;
+
+use crate::copy::{CopyTask, Progress, run_partition};
+use crate::error::{MirrorError, broker};
+use crate::heartbeat;
+use crate::ownership::{owner, work_key};
+use crate::plan::{Action, FlowRules, Plan, TopicListing};
+
+/// How often flows are re-planned (new topics are picked up within this).
+pub const PLAN_EVERY: Duration = Duration::from_secs(3);
+/// How often the worker logs a progress line per flow.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// One flow this worker serves, with its two regions' clients.
+struct FlowRuntime {
+    rules: FlowRules,
+    source: Client,
+    target: Client,
+    plan: Plan,
+}
+
+/// A running copier.
+struct Running {
+    stop: watch::Sender<bool>,
+    progress: Arc<Mutex<Progress>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the worker for `view` until `shutdown` resolves.
+pub async fn run(
+    topology: &topology::Topology,
+    view: &topology::NodeView,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MirrorError> {
+    let node = format!("{}/{}", view.region, view.name);
+    if view.role != topology::Role::Mirror {
+        return Err(MirrorError::NotAMirror { node });
+    }
+    let flows: Vec<&topology::Flow> = view.flows_served.iter().filter(|f| f.enabled).collect();
+    if flows.is_empty() {
+        return Err(MirrorError::NoFlows {
+            region: view.region.clone(),
+        });
+    }
+    let gossip = join_gossip(topology, view).await?;
+    let target = connect(&region_bootstrap(topology, &view.region)).await;
+    let mut runtimes = Vec::new();
+    for flow in flows {
+        runtimes.push(FlowRuntime {
+            rules: FlowRules::for_flow(topology, flow)?,
+            source: connect(&region_bootstrap(topology, &flow.source)).await,
+            target: target.clone(),
+            plan: Plan::default(),
+        });
+    }
+    tracing::info!(region = %view.region, node = %view.name, flows = runtimes.len(), "mirror worker started");
+    let heartbeats = tokio::spawn(heartbeat::run(target.clone(), gossip.clone(), view.clone()));
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut tick = tokio::time::interval(PLAN_EVERY);
+    let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = progress_tick.tick() => log_progress(&running),
+            _ = tick.tick() => {
+                let workers = live_workers(&gossip, view);
+                let mut wanted: BTreeMap<String, (CopyTask, Client, Client)> = BTreeMap::new();
+                for runtime in &mut runtimes {
+                    if let Err(err) = replan(runtime).await {
+                        tracing::warn!(flow = %runtime.rules.flow_name(), %err, "planning failed; keeping the last plan");
+                    }
+                    for mirrored in &runtime.plan.mirrored {
+                        for partition in 0..mirrored.partitions {
+                            let key = work_key(&runtime.rules.flow_name(), &mirrored.source_topic, partition);
+                            if owner(&key, &workers) == Some(view.name.as_str()) {
+                                let task = CopyTask {
+                                    flow: runtime.rules.flow_name(),
+                                    source_topic: mirrored.source_topic.clone(),
+                                    remote_topic: mirrored.remote_topic.clone(),
+                                    partition,
+                                };
+                                wanted.insert(key, (task, runtime.source.clone(), runtime.target.clone()));
+                            }
+                        }
+                    }
+                }
+                reconcile(&mut running, wanted);
+            }
+        }
+    }
+    tracing::info!(region = %view.region, node = %view.name, copiers = running.len(), "mirror worker stopping");
+    for (_, copier) in std::mem::take(&mut running) {
+        let _ = copier.stop.send(true);
+        let _ = copier.handle.await;
+    }
+    heartbeats.abort();
+    if let Ok(gossip) = Arc::try_unwrap(gossip) {
+        let _ = gossip.leave().await;
+    }
+    Ok(())
+}
+
+/// Starts copiers for newly owned partitions and stops those no longer owned.
+fn reconcile(
+    running: &mut BTreeMap<String, Running>,
+    wanted: BTreeMap<String, (CopyTask, Client, Client)>,
+) {
+    let gone: Vec<String> = running
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        if let Some(copier) = running.remove(&key) {
+            tracing::info!(work = %key, "partition handed over to another worker");
+            let _ = copier.stop.send(true);
+        }
+    }
+    for (key, (task, source, target)) in wanted {
+        if running.get(&key).is_some_and(|r| !r.handle.is_finished()) {
+            continue;
+        }
+        tracing::info!(work = %key, "taking partition");
+        let (stop, stopped) = watch::channel(false);
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let handle = tokio::spawn(run_partition(
+            task,
+            source,
+            target,
+            progress.clone(),
+            stopped,
+        ));
+        running.insert(
+            key,
+            Running {
+                stop,
+                progress,
+                handle,
+            },
+        );
+    }
+}
+
+fn log_progress(running: &BTreeMap<String, Running>) {
+    let mut by_flow: BTreeMap<String, (usize, i64, u64, usize, Option<i64>)> = BTreeMap::new();
+    for (key, copier) in running {
+        let progress = copier.progress.lock().expect("progress").clone();
+        let flow = key.split('/').next().unwrap_or_default().to_string();
+        let entry = by_flow.entry(flow).or_default();
+        entry.0 += 1;
+        entry.1 += progress.lag();
+        entry.2 += progress.copied_records;
+        entry.3 += progress.gaps.len();
+        if progress.heartbeat_latency_ms.is_some() {
+            entry.4 = progress.heartbeat_latency_ms;
+        }
+    }
+    for (flow, (partitions, lag, copied, gaps, latency)) in by_flow {
+        tracing::info!(%flow, partitions, lag_records = lag, copied_records = copied, retention_gaps = gaps, heartbeat_latency_ms = latency.unwrap_or(-1), "mirror progress");
+    }
+}
+
+/// Lists both regions and creates what the plan says is missing.
+async fn replan(runtime: &mut FlowRuntime) -> Result<(), MirrorError> {
+    let source = list_topics(&runtime.source)
+        .await
+        .map_err(broker(format!("list topics in {}", runtime.rules.source)))?;
+    let target = list_topics(&runtime.target)
+        .await
+        .map_err(broker(format!("list topics in {}", runtime.rules.target)))?;
+    let plan = runtime.rules.plan(&source, &target);
+    for action in &plan.actions {
+        match action {
+            Action::Create {
+                remote_topic,
+                partitions,
+                configs,
+            } => {
+                let spec = TopicSpec {
+                    name: remote_topic.clone(),
+                    partitions: *partitions,
+                    configs: configs.clone(),
+                    ..TopicSpec::default()
+                };
+                match runtime.target.create_topic(spec).await {
+                    Ok(()) => {
+                        tracing::info!(flow = %runtime.rules.flow_name(), topic = %remote_topic, partitions, "created remote topic")
+                    }
+                    Err(err) if err.to_string().contains("already exists") => {}
+                    Err(err) => {
+                        tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, %err, "cannot create remote topic")
+                    }
+                }
+            }
+            Action::PartitionsBehind {
+                remote_topic,
+                remote,
+                source,
+            } => {
+                tracing::warn!(topic = %remote_topic, remote, source, "the source topic has more partitions than its remote topic; the extra partitions are not mirrored (adding partitions is not supported yet)");
+            }
+            Action::SourceDeleted { remote_topic } => {
+                tracing::warn!(topic = %remote_topic, "the source topic of this remote topic was deleted; the remote topic is kept");
+            }
+        }
+    }
+    if plan.mirrored != runtime.plan.mirrored {
+        tracing::info!(flow = %runtime.rules.flow_name(), topics = plan.mirrored.len(), skipped = plan.skipped.len(), "flow plan changed");
+    }
+    runtime.plan = plan;
+    Ok(())
+}
+
+async fn list_topics(client: &Client) -> Result<Vec<TopicListing>, broker::BrokerError> {
+    let meta = client.refresh_metadata().await?;
+    Ok(meta
+        .topics
+        .values()
+        .map(|t| TopicListing {
+            name: t.name.clone(),
+            partitions: t.partitions.len() as i32,
+            configs: t.configs.clone(),
+        })
+        .collect())
+}
+
+/// The live mirror workers of this worker's region, itself included, by name.
+pub(crate) fn live_workers(
+    gossip: &gossip::GossipHandle,
+    view: &topology::NodeView,
+) -> Vec<String> {
+    let mut names: BTreeSet<String> = gossip
+        .members()
+        .into_iter()
+        .filter(|m| m.identity.role == gossip::Role::Mirror && m.identity.region == view.region)
+        .filter(|m| m.state != gossip::MemberState::Down)
+        .map(|m| m.identity.name)
+        .collect();
+    names.insert(view.name.clone());
+    names.into_iter().collect()
+}
+
+/// `--bootstrap` for a region of the deployment: every broker's gRPC address.
+pub fn region_bootstrap(topology: &topology::Topology, region: &str) -> String {
+    topology
+        .regions()
+        .iter()
+        .find(|r| r.name == region)
+        .map(|r| {
+            r.brokers
+                .iter()
+                .map(|b| b.grpc.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// A client for a region, retrying until one of its brokers answers: a worker started
+/// before the brokers (or during a region outage) waits instead of failing.
+pub async fn connect(bootstrap: &str) -> Client {
+    let retry = RetryPolicy {
+        attempts: 10,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    };
+    loop {
+        match Client::connect_with_retry(bootstrap, retry.clone()).await {
+            Ok(client) => return client,
+            Err(err) => {
+                tracing::warn!(%bootstrap, %err, "region unreachable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Joins the gossip of every mirror worker in the deployment.
+async fn join_gossip(
+    topology: &topology::Topology,
+    view: &topology::NodeView,
+) -> Result<Arc<gossip::GossipHandle>, MirrorError> {
+    let err = |e: gossip::GossipError| MirrorError::Gossip {
+        addr: view.gossip_addr.to_string(),
+        reason: e.to_string(),
+    };
+    let mut identity = gossip::NodeIdentity::new(
+        &view.name,
+        &view.region,
+        gossip::Role::Mirror,
+        view.gossip_addr,
+    );
+    identity.metrics = Some(view.metrics_addr.to_string());
+    identity.incarnation = crate::copy::now_ms().max(1) as u64;
+    let keys: Vec<[u8; 32]> = view.gossip.keyring.iter().map(|k| k.0).collect();
+    let keyring = gossip::Keyring::from_keys(&keys).map_err(err)?;
+    let seeds: Vec<SocketAddr> = topology
+        .regions()
+        .iter()
+        .flat_map(|r| r.mirrors.iter().map(|m| m.gossip))
+        .filter(|a| *a != view.gossip_addr)
+        .collect();
+    let size = (seeds.len() + 1) as u32;
+    let config = match view.gossip.profile {
+        topology::GossipProfile::Lan => gossip::GossipConfig::lan(size),
+        topology::GossipProfile::Wan => gossip::GossipConfig::wan(size),
+    };
+    let handle = gossip::Gossip::start(identity, keyring, config)
+        .await
+        .map_err(err)?;
+    if !seeds.is_empty() {
+        handle.join(&seeds).await.map_err(err)?;
+    }
+    Ok(Arc::new(handle))
+}

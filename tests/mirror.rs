@@ -1,0 +1,313 @@
+//! Mirror flows end to end: two regions of three real brokers each, real mirror workers,
+//! active/active. The remote topics must equal their sources record for record (offsets,
+//! keys, values, headers, timestamps) through a worker kill -9 and a takeover, and no
+//! topic may loop back. The chaos checker's invariants judge the copies.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use broker::client::{Acks, Client, OffsetSpec, Producer, ProducerConfig, RetryPolicy, TopicSpec};
+use broker::record::Record;
+use bytes::Bytes;
+use chaos_tests::check::{mirror_exact, no_loops};
+use chaos_tests::harness::deployment::{Deployment, DeploymentSpec};
+use chaos_tests::harness::process::NodeProcess;
+use chaos_tests::harness::readback::read_topic;
+
+struct Running {
+    deployment: Deployment,
+    nodes: BTreeMap<String, NodeProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(spec: DeploymentSpec) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let deployment = Deployment::write(dir.path(), &spec).unwrap();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_meridian"));
+        let mut nodes = BTreeMap::new();
+        for b in &deployment.brokers {
+            let node = format!("{}/{}", b.region, b.name);
+            nodes.insert(
+                node.clone(),
+                NodeProcess::new(&binary, &deployment.topology, dir.path(), &node, "broker"),
+            );
+        }
+        for m in &deployment.mirrors {
+            let node = format!("{}/{}", m.region, m.name);
+            nodes.insert(
+                node.clone(),
+                NodeProcess::new(&binary, &deployment.topology, dir.path(), &node, "mirror"),
+            );
+        }
+        for node in nodes.values_mut().filter(|n| n.role == "broker") {
+            node.start().unwrap();
+        }
+        Self {
+            deployment,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    fn node(&mut self, name: &str) -> &mut NodeProcess {
+        self.nodes.get_mut(name).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| format!("--- {} ---\n{}", n.node, n.log_tail(15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn client(&self, region: &str) -> Client {
+        let retry = RetryPolicy {
+            attempts: 50,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Client::connect_with_retry(&self.deployment.bootstrap(region), retry.clone())
+                .await
+            {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("region {region} never came up: {e}\n{}", self.logs())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+}
+
+async fn create(client: &Client, topic: &str, partitions: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let spec = TopicSpec {
+            name: topic.into(),
+            partitions,
+            ..TopicSpec::default()
+        };
+        match client.create_topic(spec).await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("create {topic}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Produces `n` keyed records with headers and distinct timestamps, acks=all.
+async fn produce(client: &Client, topic: &str, prefix: &str, n: u64) {
+    let config = ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let mut record = Record::new(
+            Bytes::from(format!("{prefix}:{i}")),
+            1_700_000_000_000 + i as i64,
+        );
+        record.key = Some(Bytes::from(format!("key-{}", i % 97)));
+        record.headers = vec![
+            ("origin".into(), Some(Bytes::from(prefix.to_string()))),
+            ("n".into(), Some(Bytes::from(i.to_string()))),
+            ("null".into(), None),
+        ];
+        pending.push(producer.send(topic, None, record).await.unwrap());
+        if pending.len() >= 2_000 {
+            for p in pending.drain(..) {
+                p.await.expect("acks=all produce");
+            }
+        }
+    }
+    for p in pending {
+        p.await.expect("acks=all produce");
+    }
+}
+
+/// Waits until every partition of `remote` in the target has reached the source's end.
+async fn wait_caught_up(
+    source: &Client,
+    topic: &str,
+    target: &Client,
+    remote: &str,
+    running: &Running,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let src = source
+            .list_offsets(topic, OffsetSpec::Latest)
+            .await
+            .unwrap();
+        let dst = target
+            .list_offsets(remote, OffsetSpec::Latest)
+            .await
+            .unwrap_or_default();
+        if !src.is_empty() && src.iter().all(|(p, end)| dst.get(p) == Some(end)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{remote} never caught up: source {src:?}, remote {dst:?}\n{}",
+            running.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn assert_exact_copy(
+    source: &Client,
+    src_region: &str,
+    target: &Client,
+    dst_region: &str,
+    topic: &str,
+) {
+    let remote = format!("{src_region}.{topic}");
+    let source_logs = read_topic(source, src_region, topic, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let remote_logs = read_topic(target, dst_region, &remote, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        source_logs.len(),
+        remote_logs.len(),
+        "partition counts differ"
+    );
+    let pairs: Vec<_> = source_logs
+        .iter()
+        .zip(&remote_logs)
+        .map(|(s, r)| mirror_exact::MirrorPair {
+            source: s,
+            remote: r,
+        })
+        .collect();
+    let found = mirror_exact::check(&pairs, true);
+    assert!(
+        found.verdict.passed(),
+        "{remote} is not an exact copy: {:#?}",
+        found.verdict
+    );
+    let records: usize = remote_logs.iter().map(|l| l.records.len()).sum();
+    assert!(records > 0, "nothing was compared");
+}
+
+async fn topics(client: &Client) -> Vec<String> {
+    client
+        .refresh_metadata()
+        .await
+        .unwrap()
+        .topics
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn meridian_status(topology: &Path) -> String {
+    let out = support::meridian()
+        .args(["mirror", "status", "--topology"])
+        .arg(topology)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mirror status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_never_loop() {
+    // r1 and r2, three brokers each; two mirror workers per region.
+    let mut run = Running::start(DeploymentSpec::active_active(101, 2));
+    let (a, b) = (run.client("r1").await, run.client("r2").await);
+    create(&a, "orders", 3).await;
+    create(&b, "orders", 3).await;
+    for node in ["r1/m1", "r2/m1", "r2/m2"] {
+        run.node(node).start().unwrap();
+    }
+
+    // Stream into r1 while r2's first worker is killed mid-stream and restarted.
+    let producing = {
+        let a = a.clone();
+        tokio::spawn(async move { produce(&a, "orders", "r1", 20_000).await })
+    };
+    produce(&b, "orders", "r2", 2_000).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    run.node("r2/m1").kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.node("r2/m1").start().unwrap();
+    producing.await.unwrap();
+    wait_caught_up(&a, "orders", &b, "r1.orders", &run).await;
+    assert_exact_copy(&a, "r1", &b, "r2", "orders").await;
+
+    // r2/m2 alone must take over r2's share: kill m1 for good, write more, compare again.
+    run.node("r2/m1").kill9();
+    produce(&a, "orders", "r1-more", 3_000).await;
+    wait_caught_up(&a, "orders", &b, "r1.orders", &run).await;
+    assert_exact_copy(&a, "r1", &b, "r2", "orders").await;
+
+    // The other direction (r1's only worker) is exact too.
+    wait_caught_up(&b, "orders", &a, "r2.orders", &run).await;
+    assert_exact_copy(&b, "r2", &a, "r1", "orders").await;
+
+    // Heartbeats flow both ways, and nothing loops: no r1.r2.* or r2.r1.* topic, ever.
+    tokio::time::sleep(Duration::from_secs(
+        2 * mirror::worker::PLAN_EVERY.as_secs(),
+    ))
+    .await;
+    let layout: BTreeMap<String, Vec<String>> = [
+        ("r1".to_string(), topics(&a).await),
+        ("r2".to_string(), topics(&b).await),
+    ]
+    .into_iter()
+    .collect();
+    let verdict = no_loops::check(&layout, &["r1".into(), "r2".into()], ".");
+    assert!(verdict.passed(), "{verdict:?}");
+    assert!(
+        layout["r2"].contains(&"r1.heartbeats".to_string()),
+        "{layout:?}\n{}",
+        run.logs()
+    );
+    assert!(
+        layout["r1"].contains(&"r2.orders".to_string()),
+        "{layout:?}"
+    );
+
+    // The operator's view agrees: every partition caught up, heartbeats arriving.
+    let status: serde_json::Value =
+        serde_json::from_str(&meridian_status(&run.deployment.topology)).unwrap();
+    let flows = status.as_array().unwrap();
+    assert_eq!(flows.len(), 2, "{status}");
+    for flow in flows {
+        let orders: Vec<_> = flow["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["topic"] == "orders")
+            .collect();
+        assert_eq!(orders.len(), 3, "{flow}");
+        assert!(
+            orders
+                .iter()
+                .all(|p| p["state"] == "caught-up" && p["lag_records"] == 0),
+            "{flow}"
+        );
+        assert!(
+            flow["heartbeat_age_seconds"]
+                .as_f64()
+                .is_some_and(|age| age < 30.0),
+            "{flow}"
+        );
+    }
+}

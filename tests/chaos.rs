@@ -1,5 +1,6 @@
-//! The chaos quick suite against real `meridian broker` processes (chaos-tests), and the
-//! checker's own proof: with a deliberately broken guarantee it reports the loss.
+//! The chaos quick suite against real `meridian broker` and `meridian mirror` processes
+//! in two regions (chaos-tests), and the checker's own proof: with a deliberately broken
+//! guarantee it reports the loss.
 //! Reports land in target/chaos/ (the run directory keeps every node's log).
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ fn config(octet: u8, broken_acks: bool) -> RunConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_suite_holds_every_invariant_through_every_fault_kind() {
-    let scenario = Scenario::build("quick", 1, Duration::from_secs(60)).unwrap();
+    let scenario = Scenario::build("quick", 1, Duration::from_secs(75)).unwrap();
     let report = run(&scenario, &config(161, false))
         .await
         .expect("the run itself works");
@@ -33,9 +34,17 @@ async fn quick_suite_holds_every_invariant_through_every_fault_kind() {
     );
     assert_eq!(
         report.faults.len(),
-        5,
+        7,
         "every scheduled fault fired: {:?}",
         report.faults
+    );
+    assert!(
+        report
+            .verdicts
+            .iter()
+            .any(|v| v.invariant == "mirror_exact" && v.checked > 1_000),
+        "the mirror was checked: {:?}",
+        report.verdicts
     );
     assert!(
         report.acknowledged > 1_000,

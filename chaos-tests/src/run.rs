@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use broker::client::{Client, RetryPolicy, TopicSpec};
+use broker::client::{Client, OffsetSpec, RetryPolicy, TopicSpec};
 
 use crate::check::{self, recovery::Recovery};
 use crate::error::ChaosError;
@@ -23,6 +24,28 @@ pub const TOPIC: &str = "orders";
 const LEADER_BOUND: Duration = Duration::from_secs(15);
 /// How long a restarted or thawed broker may take to be back in every ISR.
 const REJOIN_BOUND: Duration = Duration::from_secs(30);
+/// How long the mirror may take to copy everything once the faults have healed.
+const MIRROR_CATCH_UP_BOUND: Duration = Duration::from_secs(60);
+
+/// Samples the mirror's total lag (source high watermarks minus remote ends) every
+/// second, keeping the largest seen.
+async fn sample_mirror_lag(source: Client, remote: Client, max: Arc<AtomicI64>) {
+    let remote_topic = format!("r1.{TOPIC}");
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (Ok(ends), Ok(copied)) = (
+            source.list_offsets(TOPIC, OffsetSpec::Latest).await,
+            remote.list_offsets(&remote_topic, OffsetSpec::Latest).await,
+        ) else {
+            continue;
+        };
+        let lag: i64 = ends
+            .iter()
+            .map(|(p, end)| (end - copied.get(p).copied().unwrap_or(0)).max(0))
+            .sum();
+        max.fetch_max(lag, Ordering::Relaxed);
+    }
+}
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -43,8 +66,14 @@ pub struct RunConfig {
 }
 
 struct Cluster {
-    nodes: BTreeMap<u64, NodeProcess>,
+    /// Every process by region/name.
+    nodes: BTreeMap<String, NodeProcess>,
+    /// Broker id → region/name.
+    ids: BTreeMap<u64, String>,
+    /// The workload region (r1).
     client: Client,
+    /// The mirror's target region (r2), when the scenario mirrors.
+    remote: Option<Client>,
     started: Instant,
     faults: Vec<FaultEvent>,
     recoveries: Vec<Recovery>,
@@ -61,22 +90,32 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         .out_dir
         .join(format!("run-{}-{}", scenario.name, scenario.seed));
     let _ = std::fs::remove_dir_all(&run_dir);
-    let spec = DeploymentSpec::brokers_only(1, config.octet);
+    let spec = if scenario.mirrored {
+        DeploymentSpec {
+            flows: vec![(1, 2)],
+            ..DeploymentSpec::active_active(config.octet, 1)
+        }
+    } else {
+        DeploymentSpec::brokers_only(1, config.octet)
+    };
     let deployment = Deployment::write(&run_dir, &spec)?;
     let mut nodes = BTreeMap::new();
+    let mut ids = BTreeMap::new();
     for b in &deployment.brokers {
+        let name = format!("{}/{}", b.region, b.name);
         let mut node = NodeProcess::new(
             &config.binary,
             &deployment.topology,
             &run_dir,
-            &format!("{}/{}", b.region, b.name),
+            &name,
             "broker",
         );
         if config.broken_acks {
             node.set_env("MERIDIAN_DEBUG_ACK_BEFORE_HW", "1");
         }
         node.start()?;
-        nodes.insert(b.id, node);
+        ids.insert(b.id, name.clone());
+        nodes.insert(name, node);
     }
     let region = deployment.regions[0].clone();
     let retry = RetryPolicy {
@@ -86,28 +125,59 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     };
     let bootstrap = deployment.bootstrap(&region);
     let connect_deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        match Client::connect_with_retry(&bootstrap, retry.clone()).await {
-            Ok(client) => break client,
-            Err(source) if Instant::now() > connect_deadline => {
-                return Err(ChaosError::Cluster {
-                    what: format!("connect to {bootstrap}"),
-                    source,
-                });
+    let connect = |bootstrap: String| {
+        let retry = retry.clone();
+        async move {
+            loop {
+                match Client::connect_with_retry(&bootstrap, retry.clone()).await {
+                    Ok(client) => break Ok(client),
+                    Err(source) if Instant::now() > connect_deadline => {
+                        break Err(ChaosError::Cluster {
+                            what: format!("connect to {bootstrap}"),
+                            source,
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
+    let client = connect(bootstrap).await?;
     create_topic(&client).await?;
+    let remote = match deployment.regions.get(1) {
+        Some(target) if scenario.mirrored => {
+            let remote = connect(deployment.bootstrap(target)).await?;
+            for m in &deployment.mirrors {
+                let name = format!("{}/{}", m.region, m.name);
+                let mut node = NodeProcess::new(
+                    &config.binary,
+                    &deployment.topology,
+                    &run_dir,
+                    &name,
+                    "mirror",
+                );
+                node.start()?;
+                nodes.insert(name, node);
+            }
+            Some(remote)
+        }
+        _ => None,
+    };
     tracing::info!(scenario = %scenario.name, seed = scenario.seed, "cluster up; workload starts");
     let mut cluster = Cluster {
         nodes,
+        ids,
         client: client.clone(),
+        remote: remote.clone(),
         started: Instant::now(),
         faults: Vec::new(),
         recoveries: Vec::new(),
     };
     let workload = Workload::start(client.clone(), &region, TOPIC, config.writers, config.rate);
+    let max_lag = Arc::new(AtomicI64::new(0));
+    let sampler = remote
+        .clone()
+        .map(|remote| tokio::spawn(sample_mirror_lag(client.clone(), remote, max_lag.clone())));
     for scheduled in &scenario.faults {
         let wait = scheduled.at.saturating_sub(cluster.started.elapsed());
         tokio::time::sleep(wait).await;
@@ -120,7 +190,56 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     let acks = log.acks.lock().await.clone();
     let durability = check::acked_durable::check(&acks, &logs);
     let order = check::order::check(&logs);
+    let mut verdicts = vec![durability.verdict, order];
+    if let (Some(remote), Some(target)) = (&remote, deployment.regions.get(1)) {
+        let remote_topic = format!("{region}.{TOPIC}");
+        let since = Instant::now();
+        let caught_up = wait_until(MIRROR_CATCH_UP_BOUND, || async {
+            let source = client.list_offsets(TOPIC, OffsetSpec::Latest).await.ok()?;
+            let copied = remote
+                .list_offsets(&remote_topic, OffsetSpec::Latest)
+                .await
+                .ok()?;
+            source
+                .iter()
+                .all(|(p, end)| copied.get(p) == Some(end))
+                .then_some(())
+        })
+        .await;
+        cluster.recoveries.push(Recovery {
+            what: "mirror caught up after the last fault".into(),
+            took_ms: caught_up.map(|()| since.elapsed().as_millis() as u64),
+            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
+        });
+        let copies = read_topic(remote, target, &remote_topic, Duration::from_secs(60)).await?;
+        let pairs: Vec<_> = logs
+            .iter()
+            .filter_map(|source| {
+                copies
+                    .iter()
+                    .find(|c| c.id.partition == source.id.partition)
+                    .map(|remote| check::mirror_exact::MirrorPair { source, remote })
+            })
+            .collect();
+        verdicts.push(check::mirror_exact::check(&pairs, true).verdict);
+        let mut layout = BTreeMap::new();
+        for (name, c) in [(region.clone(), &client), (target.clone(), remote)] {
+            let meta = c
+                .refresh_metadata()
+                .await
+                .map_err(|source| ChaosError::Cluster {
+                    what: format!("list topics of {name}"),
+                    source,
+                })?;
+            layout.insert(name, meta.topics.keys().cloned().collect());
+        }
+        verdicts.push(check::no_loops::check(&layout, &deployment.regions, "."));
+    }
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     let recovery = check::recovery::check(&cluster.recoveries);
+    verdicts.push(recovery);
     let report = Report {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
@@ -137,9 +256,9 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         lost: durability.lost,
         duplicated: durability.duplicated,
         recoveries: cluster.recoveries.clone(),
-        max_mirror_lag_records: 0,
+        max_mirror_lag_records: max_lag.load(Ordering::Relaxed),
         failover: None,
-        verdicts: vec![durability.verdict, order, recovery],
+        verdicts,
     };
     for node in cluster.nodes.values_mut() {
         node.stop();
@@ -217,69 +336,89 @@ impl Cluster {
         });
     }
 
-    fn name(&self, id: u64) -> String {
-        self.nodes
-            .get(&id)
-            .map_or(format!("broker {id}"), |n| n.node.clone())
+    fn name(&self, id: u64) -> Option<String> {
+        self.ids.get(&id).cloned()
     }
 
-    fn node(&mut self, id: u64) -> Option<&mut NodeProcess> {
-        self.nodes.get_mut(&id)
+    fn node(&mut self, name: &str) -> Option<&mut NodeProcess> {
+        self.nodes.get_mut(name)
     }
 
-    /// Resolves a target to a broker id from live metadata.
-    async fn resolve(&self, target: Target) -> Option<u64> {
-        let meta = self.client.refresh_metadata().await.ok()?;
+    /// The client and topic a target's partition lives in.
+    fn side(&self, target: Target) -> Option<(Client, String)> {
+        match target {
+            Target::RemoteLeaderOf(_) => self.remote.clone().map(|c| (c, format!("r1.{TOPIC}"))),
+            _ => Some((self.client.clone(), TOPIC.to_string())),
+        }
+    }
+
+    /// Resolves a target to a node name from live metadata.
+    async fn resolve(&self, target: Target) -> Option<String> {
+        if target == Target::MirrorWorker {
+            return self.nodes.keys().find(|n| n.starts_with("r2/m")).cloned();
+        }
+        let (client, topic) = self.side(target)?;
+        let meta = client.refresh_metadata().await.ok()?;
         let partition = |p: i32| {
             meta.topics
-                .get(TOPIC)?
+                .get(&topic)?
                 .partitions
                 .iter()
                 .find(|m| m.partition == p)
                 .cloned()
         };
-        match target {
-            Target::LeaderOf(p) => partition(p).map(|m| m.leader),
+        let id = match target {
+            Target::LeaderOf(p) | Target::RemoteLeaderOf(p) => partition(p).map(|m| m.leader),
             Target::FollowerOf(p) => {
                 partition(p).and_then(|m| m.replicas.iter().copied().find(|r| *r != m.leader))
             }
             Target::Controller => Some(meta.controller_id),
-        }
-        .filter(|id| self.nodes.contains_key(id))
+            Target::MirrorWorker => None,
+        }?;
+        self.name(id)
     }
 
     async fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::KillRestart { target, down } => {
-                let Some(id) = self.resolve(target).await else {
+                let Some(name) = self.resolve(target).await else {
                     return;
                 };
-                let led = self.led_partitions(id).await;
-                self.note(fault.kind(), self.name(id));
+                let side = self.side(target);
+                let led = match &side {
+                    Some((client, topic)) => led_partitions(client, topic, &name, &self.ids).await,
+                    None => Vec::new(),
+                };
+                self.note(fault.kind(), name.clone());
                 let killed = Instant::now();
-                if let Some(node) = self.node(id) {
+                if let Some(node) = self.node(&name) {
                     node.kill9();
                 }
-                self.time_leaders_moved(id, &led, killed).await;
+                if let Some((client, topic)) = side.filter(|_| target != Target::MirrorWorker) {
+                    self.time_leaders_moved(&client, &topic, &name, &led, killed)
+                        .await;
+                }
                 tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
-                if let Some(node) = self.node(id) {
+                if let Some(node) = self.node(&name) {
                     let _ = node.start();
                 }
-                self.time_rejoin(id, Instant::now()).await;
+                if target != Target::MirrorWorker {
+                    self.time_rejoin(&name, Instant::now()).await;
+                }
             }
             Fault::Stall { target, stalled } => {
-                let Some(id) = self.resolve(target).await else {
+                let Some(name) = self.resolve(target).await else {
                     return;
                 };
-                self.note(fault.kind(), self.name(id));
-                if let Some(node) = self.node(id) {
+                self.note(fault.kind(), name.clone());
+                if let Some(node) = self.node(&name) {
                     node.stall();
                 }
                 tokio::time::sleep(stalled).await;
-                if let Some(node) = self.node(id) {
+                if let Some(node) = self.node(&name) {
                     node.resume();
                 }
-                self.time_rejoin(id, Instant::now()).await;
+                self.time_rejoin(&name, Instant::now()).await;
             }
             Fault::StallFollowersKillLeader { partition, stalled } => {
                 let Ok(meta) = self.client.refresh_metadata().await else {
@@ -293,92 +432,96 @@ impl Cluster {
                 else {
                     return;
                 };
-                let followers: Vec<u64> = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|r| *r != p.leader)
-                    .collect();
-                let target = format!("{TOPIC}-{partition}, leader {}", self.name(p.leader));
-                self.note(fault.kind(), target);
+                let (Some(leader), followers) = (
+                    self.name(p.leader),
+                    p.replicas
+                        .iter()
+                        .filter(|r| **r != p.leader)
+                        .filter_map(|r| self.name(*r))
+                        .collect::<Vec<_>>(),
+                ) else {
+                    return;
+                };
+                self.note(
+                    fault.kind(),
+                    format!("{TOPIC}-{partition}, leader {leader}"),
+                );
                 for f in &followers {
-                    if let Some(node) = self.node(*f) {
+                    if let Some(node) = self.node(f) {
                         node.stall();
                     }
                 }
                 tokio::time::sleep(stalled).await;
-                if let Some(node) = self.node(p.leader) {
+                if let Some(node) = self.node(&leader) {
                     node.kill9();
                 }
                 for f in &followers {
-                    if let Some(node) = self.node(*f) {
+                    if let Some(node) = self.node(f) {
                         node.resume();
                     }
                 }
                 let killed = Instant::now();
-                self.time_leaders_moved(p.leader, &[partition], killed)
+                let client = self.client.clone();
+                self.time_leaders_moved(&client, TOPIC, &leader, &[partition], killed)
                     .await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                if let Some(node) = self.node(p.leader) {
+                if let Some(node) = self.node(&leader) {
                     let _ = node.start();
                 }
-                self.time_rejoin(p.leader, Instant::now()).await;
+                self.time_rejoin(&leader, Instant::now()).await;
             }
         }
     }
 
-    async fn led_partitions(&self, id: u64) -> Vec<i32> {
-        let Ok(meta) = self.client.refresh_metadata().await else {
-            return vec![];
-        };
-        meta.topics
-            .get(TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.leader == id)
-                    .map(|p| p.partition)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Times how long the partitions `dead` led take to get another leader.
-    async fn time_leaders_moved(&mut self, dead: u64, partitions: &[i32], since: Instant) {
+    async fn time_leaders_moved(
+        &mut self,
+        client: &Client,
+        topic: &str,
+        dead: &str,
+        partitions: &[i32],
+        since: Instant,
+    ) {
         if partitions.is_empty() {
             return;
         }
         let wanted: BTreeSet<i32> = partitions.iter().copied().collect();
-        let client = self.client.clone();
+        let dead_id = self.ids.iter().find(|(_, n)| *n == dead).map(|(id, _)| *id);
         let moved = wait_until(LEADER_BOUND, || async {
             let meta = client.refresh_metadata().await.ok()?;
-            let topic = meta.topics.get(TOPIC)?;
-            topic
-                .partitions
+            let t = meta.topics.get(topic)?;
+            t.partitions
                 .iter()
                 .filter(|p| wanted.contains(&p.partition))
-                .all(|p| p.leader != dead && p.leader != 0)
+                .all(|p| Some(p.leader) != dead_id && p.leader != 0)
                 .then_some(())
         })
         .await;
         self.recoveries.push(Recovery {
-            what: format!(
-                "new leaders for {partitions:?} after {} died",
-                self.name(dead)
-            ),
+            what: format!("new leaders for {topic} {partitions:?} after {dead} died"),
             took_ms: moved.map(|()| since.elapsed().as_millis() as u64),
             bound_ms: LEADER_BOUND.as_millis() as u64,
         });
     }
 
-    /// Times how long `id` takes to be back in the ISR of every partition it replicates.
-    async fn time_rejoin(&mut self, id: u64, since: Instant) {
-        let client = self.client.clone();
+    /// Times how long broker `name` takes to be back in the ISR of every partition of its
+    /// region's workload topic (or remote copy) it replicates.
+    async fn time_rejoin(&mut self, name: &str, since: Instant) {
+        let Some(id) = self.ids.iter().find(|(_, n)| *n == name).map(|(id, _)| *id) else {
+            return;
+        };
+        let (client, topic) = if name.starts_with("r2/") {
+            match &self.remote {
+                Some(remote) => (remote.clone(), format!("r1.{TOPIC}")),
+                None => return,
+            }
+        } else {
+            (self.client.clone(), TOPIC.to_string())
+        };
         let back = wait_until(REJOIN_BOUND, || async {
             let meta = client.refresh_metadata().await.ok()?;
-            let topic = meta.topics.get(TOPIC)?;
-            topic
-                .partitions
+            let t = meta.topics.get(&topic)?;
+            t.partitions
                 .iter()
                 .filter(|p| p.replicas.contains(&id))
                 .all(|p| p.isr.contains(&id))
@@ -386,7 +529,7 @@ impl Cluster {
         })
         .await;
         self.recoveries.push(Recovery {
-            what: format!("{} back in every ISR", self.name(id)),
+            what: format!("{name} back in every ISR"),
             took_ms: back.map(|()| since.elapsed().as_millis() as u64),
             bound_ms: REJOIN_BOUND.as_millis() as u64,
         });
@@ -395,16 +538,41 @@ impl Cluster {
     /// Thaws and restarts everything, then waits for full ISRs.
     async fn heal_all(&mut self) -> Result<(), ChaosError> {
         let mut restarted = Vec::new();
-        for (id, node) in &mut self.nodes {
+        for (name, node) in &mut self.nodes {
             node.resume();
             if !node.is_running() {
                 node.start()?;
-                restarted.push(*id);
+                restarted.push(name.clone());
             }
         }
-        for id in restarted {
-            self.time_rejoin(id, Instant::now()).await;
+        for name in restarted {
+            self.time_rejoin(&name, Instant::now()).await;
         }
         Ok(())
     }
+}
+
+/// The partitions of `topic` that broker `name` leads.
+async fn led_partitions(
+    client: &Client,
+    topic: &str,
+    name: &str,
+    ids: &BTreeMap<u64, String>,
+) -> Vec<i32> {
+    let Some(id) = ids.iter().find(|(_, n)| *n == name).map(|(id, _)| *id) else {
+        return vec![];
+    };
+    let Ok(meta) = client.refresh_metadata().await else {
+        return vec![];
+    };
+    meta.topics
+        .get(topic)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.leader == id)
+                .map(|p| p.partition)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -15,6 +15,10 @@ pub enum Target {
     FollowerOf(i32),
     /// The broker that is the region's active controller.
     Controller,
+    /// The mirror worker of the target region (it copies the workload topic).
+    MirrorWorker,
+    /// The leader of this partition of the remote copy in the target region.
+    RemoteLeaderOf(i32),
 }
 
 /// One kind of fault.
@@ -76,6 +80,8 @@ pub struct Scenario {
     pub duration: Duration,
     /// The faults in order.
     pub faults: Vec<Scheduled>,
+    /// Whether the run has a second region mirroring the workload topic (r1 → r2).
+    pub mirrored: bool,
 }
 
 /// Every scenario name, for `--help` and errors.
@@ -113,6 +119,14 @@ impl Scenario {
                         partition: partition(),
                         stalled: Duration::from_secs(2),
                     },
+                    Fault::KillRestart {
+                        target: Target::MirrorWorker,
+                        down: Duration::from_secs(3),
+                    },
+                    Fault::KillRestart {
+                        target: Target::RemoteLeaderOf(partition()),
+                        down: Duration::from_secs(3),
+                    },
                 ];
                 shuffle(&mut kinds, &mut SeededRng::new(seed ^ 0x5eed));
                 kinds
@@ -135,7 +149,15 @@ impl Scenario {
                     .map(|_| {
                         let p = rng.below(PARTITIONS as u64) as i32;
                         let secs = Duration::from_secs(rng.between(2, 8));
-                        match rng.below(5) {
+                        match rng.below(7) {
+                            5 => Fault::KillRestart {
+                                target: Target::MirrorWorker,
+                                down: secs,
+                            },
+                            6 => Fault::KillRestart {
+                                target: Target::RemoteLeaderOf(p),
+                                down: secs,
+                            },
                             0 => Fault::KillRestart {
                                 target: Target::LeaderOf(p),
                                 down: secs,
@@ -178,6 +200,7 @@ impl Scenario {
             })
             .collect();
         Ok(Self {
+            mirrored: matches!(name, "quick" | "soak"),
             name: name.to_string(),
             seed,
             duration,
@@ -204,7 +227,16 @@ mod tests {
         kinds.sort();
         kinds.dedup();
         assert_eq!(kinds.len(), 3);
-        assert_eq!(s.faults.len(), 5);
+        assert_eq!(s.faults.len(), 7);
+        assert!(s.mirrored);
+        for target in [Target::MirrorWorker, Target::Controller] {
+            assert!(
+                s.faults.iter().any(
+                    |f| matches!(f.fault, Fault::KillRestart { target: t, .. } if t == target)
+                ),
+                "{target:?} missing"
+            );
+        }
     }
 
     #[test]

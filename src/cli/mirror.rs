@@ -105,8 +105,8 @@ fn run_status(args: StatusArgs) -> anyhow::Result<()> {
                 });
             println!("flow {} ({heartbeat})", flow.flow);
             println!(
-                "  {:<28} {:>4} {:>12} {:>12} {:>12} {:>10} {:>9}  {}",
-                "TOPIC", "PART", "LOG-START", "SOURCE-HW", "MIRRORED", "LAG", "LAG-SEC", "STATE"
+                "  {:<28} {:>4} {:>12} {:>12} {:>12} {:>10} {:>9}  STATE",
+                "TOPIC", "PART", "LOG-START", "SOURCE-HW", "MIRRORED", "LAG", "LAG-SEC"
             );
             for p in &flow.partitions {
                 let state = if p.gap_records > 0 {

@@ -184,6 +184,9 @@ impl Checkpointer {
     }
 }
 
+/// What the checkpointer committed per target group: (topic, partition) → offset.
+type SyncedCommits = BTreeMap<String, BTreeMap<(String, i32), i64>>;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -216,7 +219,7 @@ pub async fn run_checkpoints(
     let mut checkpointer = Checkpointer::resume(&table);
     // What we committed to each target group: a different commit there means consumers
     // of that group are active in the target region.
-    let mut synced: BTreeMap<String, BTreeMap<(String, i32), i64>> = BTreeMap::new();
+    let mut synced = SyncedCommits::new();
     let producer = Producer::new(target.clone(), ProducerConfig::default())?;
     let interval = if flow.checkpoint_interval.is_zero() {
         Duration::from_secs(1)
@@ -253,7 +256,7 @@ async fn checkpoint_round(
     topic: &str,
     producer: &Producer,
     checkpointer: &mut Checkpointer,
-    mut synced: Option<&mut BTreeMap<String, BTreeMap<(String, i32), i64>>>,
+    mut synced: Option<&mut SyncedCommits>,
 ) -> Result<()> {
     for (group, topics) in source.list_groups().await? {
         if !groups.is_match(&group) {
@@ -301,7 +304,7 @@ async fn sync_group(
     target: &Client,
     group: &str,
     translated: &[Translated],
-    synced: &mut BTreeMap<String, BTreeMap<(String, i32), i64>>,
+    synced: &mut SyncedCommits,
 ) -> Result<()> {
     let topics: Vec<String> = translated.iter().map(|t| t.target_topic.clone()).collect();
     let current = target.fetch_offsets(group, &topics).await?;

@@ -6,6 +6,8 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod failover;
+pub mod status;
 pub mod translate;
 
 pub use error::MirrorError;

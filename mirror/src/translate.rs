@@ -155,6 +155,12 @@ impl OffsetTranslator {
         Ok(out)
     }
 
+    /// True for a topic of the source that is the target's own topic mirrored back
+    /// (`B.orders` in A for a flow A → B): status reports skip it, it is not copied.
+    pub fn is_target_origin(&self, source_topic: &str) -> bool {
+        source_topic.starts_with(&format!("{}{}", self.target, self.separator))
+    }
+
     /// The source region.
     pub fn source(&self) -> &str {
         &self.source

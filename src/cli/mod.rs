@@ -10,6 +10,7 @@ mod consume;
 mod dev;
 mod groups;
 mod members;
+mod mirror_admin;
 mod produce;
 mod topic;
 
@@ -54,6 +55,11 @@ enum Command {
     /// Measure produce and consume throughput against a running deployment.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Mirror translation and status (checkpoints, lag, retention gaps).
+    #[command(subcommand)]
+    Mirror(mirror_admin::MirrorCommand),
+    /// Move a consumer group to another region at its exact positions.
+    Failover(mirror_admin::FailoverArgs),
 }
 
 /// Runs the chosen subcommand to completion.
@@ -69,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Mirror(cmd) => mirror_admin::run(cmd),
+        Command::Failover(args) => mirror_admin::run_failover(args),
     }
 }
 

@@ -237,3 +237,81 @@ async fn failed_over_group_reads_every_record_exactly_once_and_unmirrored_positi
         .unwrap();
     assert_eq!(orders["lag_records"].as_i64(), Some(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_follow_commits_sync_the_target_group_and_serve_failover_when_the_source_is_gone()
+ {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("mirror=debug")
+        .with_test_writer()
+        .try_init();
+    let mut a = Region::start(133, 1, "");
+    let b = Region::start(134, 1, "");
+    let file = two_region_topology(&a, &b);
+    let ca = connect(&a.bootstrap_all()).await;
+    let cb = connect(&b.bootstrap_all()).await;
+    create(&ca, "orders").await;
+    create(&cb, "A.orders").await;
+    produce(&ca, "orders", 0..10).await;
+    produce(&cb, "A.orders", 0..10).await;
+    assert_eq!(read_as_group(&ca, "orders", "G", 4).await.len(), 4);
+
+    let topology = topology::load(&file).unwrap();
+    let flow = topology.flows()[0].clone();
+    let translator = mirror::translate::OffsetTranslator::new(&topology, &flow).unwrap();
+    let task = tokio::spawn(mirror::checkpoint::run_checkpoints(
+        ca.clone(),
+        cb.clone(),
+        flow,
+        translator,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if task.is_finished() {
+            panic!("the checkpointer stopped: {:?}", task.await);
+        }
+        let table = mirror::checkpoint::read_checkpoints(&cb, "A")
+            .await
+            .unwrap();
+        let synced = cb.fetch_offsets("G", &[]).await.unwrap();
+        let checkpointed = table.of_group("G").first().map(|c| c.target_offset);
+        if checkpointed == Some(4) && synced.get(&("A.orders".to_owned(), 0)) == Some(&4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint/sync of G at 4: {checkpointed:?} {synced:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    task.abort();
+
+    a.kill9(0);
+    let out = meridian()
+        .args([
+            "failover",
+            "--topology",
+            file.to_str().unwrap(),
+            "--group",
+            "G",
+            "--from",
+            "A",
+            "--to",
+            "B",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["positions_from"], "checkpoints");
+    assert_eq!(report["partitions"][0]["target_offset"], 4);
+    let in_b = read_as_group(&cb, "A.orders", "G", 6).await;
+    assert_eq!(in_b.first().map(String::as_str), Some("v4"));
+}

@@ -151,6 +151,37 @@ pub async fn read_checkpoints(target: &Client, source: &str) -> Result<Checkpoin
     Ok(table)
 }
 
+/// Creates the checkpoint topic (one partition) unless it exists, so the
+/// first checkpoint does not depend on topic auto-creation.
+pub async fn ensure_checkpoint_topic(target: &Client, topic: &str) -> Result<()> {
+    let spec = broker::client::TopicSpec {
+        name: topic.to_owned(),
+        partitions: 1,
+        replication_factor: 0,
+        // TODO(compaction): the broker has no cleanup.policy=compact yet; readers keep
+        // the last record per key, and the checkpointer rewrites only changes.
+        configs: Default::default(),
+    };
+    let created = target.create_topic(spec).await;
+    tracing::debug!(topic, ?created, "checkpoint topic ensured");
+    match created {
+        Ok(()) | Err(broker::BrokerError::TopicExists { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    // Wait until the new partition has a leader (a few hundred ms at most).
+    for _ in 0..50 {
+        if target
+            .list_offsets(topic, broker::client::OffsetSpec::Latest)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Decides which checkpoints to write: only group partitions whose translated position
 /// changed since the last write (so an idle group costs nothing per interval).
 #[derive(Debug, Default)]
@@ -213,9 +244,8 @@ pub async fn run_checkpoints(
         ),
     })?;
     let topic = checkpoint_topic(&flow.source);
-    let table = read_checkpoints(&target, &flow.source)
-        .await
-        .unwrap_or_default();
+    ensure_checkpoint_topic(&target, &topic).await?;
+    let table = read_checkpoints(&target, &flow.source).await?;
     let mut checkpointer = Checkpointer::resume(&table);
     // What we committed to each target group: a different commit there means consumers
     // of that group are active in the target region.

@@ -236,6 +236,54 @@ async fn failed_over_group_reads_every_record_exactly_once_and_unmirrored_positi
         .find(|r| r["topic"] == "orders")
         .unwrap();
     assert_eq!(orders["lag_records"].as_i64(), Some(5));
+
+    // Retention gap: A deletes segments of `events` that were never mirrored.
+    let spec = TopicSpec {
+        name: "events".into(),
+        partitions: 1,
+        replication_factor: 1,
+        configs: [
+            ("segment.bytes".to_owned(), "1024".to_owned()),
+            ("retention.bytes".to_owned(), "1024".to_owned()),
+        ]
+        .into(),
+    };
+    ca.create_topic(spec).await.unwrap();
+    let producer = Producer::new(ca.clone(), ProducerConfig::default()).unwrap();
+    for i in 0..40 {
+        let mut r = record(i);
+        r.value = Some(vec![b'x'; 200].into());
+        producer
+            .send("events", Some(0), r)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let status = meridian()
+            .args(["mirror", "status", "--topology", file, "--format", "json"])
+            .output()
+            .unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let events = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["topic"] == "events")
+            .cloned();
+        if let Some(e) = events.filter(|e| e["state"] == "gap") {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retention gap reported: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(events["gap_records"].as_i64().unwrap() > 0, "{events}");
+    assert_eq!(events["mirrored"].as_i64(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

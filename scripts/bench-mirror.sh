@@ -98,7 +98,7 @@ def mirrored():
         flows = json.loads(out.stdout)
     except ValueError:
         return 0
-    return sum(p["mirrored_offset"] for f in flows for p in f["partitions"] if p["topic"] == "bench")
+    return sum(p["mirrored"] for p in flows if p["topic"] == "bench")
 first = None
 deadline = time.time() + 600
 while time.time() < deadline:

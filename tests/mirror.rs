@@ -284,30 +284,20 @@ async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_
         "{layout:?}"
     );
 
-    // The operator's view agrees: every partition caught up, heartbeats arriving.
+    // The operator's view agrees: every partition of both flows caught up.
     let status: serde_json::Value =
         serde_json::from_str(&meridian_status(&run.deployment.topology)).unwrap();
-    let flows = status.as_array().unwrap();
-    assert_eq!(flows.len(), 2, "{status}");
-    for flow in flows {
-        let orders: Vec<_> = flow["partitions"]
-            .as_array()
-            .unwrap()
+    let orders: Vec<_> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["topic"] == "orders")
+        .collect();
+    assert_eq!(orders.len(), 6, "3 partitions in each direction: {status}");
+    assert!(
+        orders
             .iter()
-            .filter(|p| p["topic"] == "orders")
-            .collect();
-        assert_eq!(orders.len(), 3, "{flow}");
-        assert!(
-            orders
-                .iter()
-                .all(|p| p["state"] == "caught-up" && p["lag_records"] == 0),
-            "{flow}"
-        );
-        assert!(
-            flow["heartbeat_age_seconds"]
-                .as_f64()
-                .is_some_and(|age| age < 30.0),
-            "{flow}"
-        );
-    }
+            .all(|p| p["state"] == "caught-up" && p["lag_records"] == 0),
+        "{status}"
+    );
 }

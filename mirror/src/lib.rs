@@ -1,4 +1,5 @@
-//! Mirror workers: copy topics from one region's cluster into another's, exactly.
+//! Mirror workers: copy topics from one region's cluster into another's, exactly, and
+//! move consumer groups between regions at their exact positions.
 //!
 //! ```text
 //!   source region A                       mirror worker (in B)                    target region B
@@ -11,6 +12,9 @@
 //! - [`copy`]: one partition's copy loop and its plain [`copy::Progress`] (gaps, lag).
 //! - [`ownership`]: rendezvous hashing of partitions over the region's live workers.
 //! - [`heartbeat`]: the per-region heartbeat writer.
+//! - [`translate`]: a group's exact positions in the target region (pure).
+//! - [`checkpoint`]: durable, continuously followed group positions in the target region.
+//! - [`failover`]: `meridian failover`: commit, verify, report.
 //! - [`status`]: `meridian mirror status`, from the two regions' brokers.
 //! - [`worker`]: the `meridian mirror` process shell that ties them together.
 //!
@@ -18,12 +22,15 @@
 //! offsets, so the resume position is the remote log end and a re-sent batch is a no-op.
 //! A consumer group's position P on `orders` in A is the same P on `A.orders` in B.
 
+pub mod checkpoint;
 pub mod copy;
 pub mod error;
+pub mod failover;
 pub mod heartbeat;
 pub mod ownership;
 pub mod plan;
 pub mod status;
+pub mod translate;
 pub mod worker;
 
 pub use error::MirrorError;

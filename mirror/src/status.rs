@@ -1,189 +1,156 @@
-//! `meridian mirror status`: per flow and partition, how far the remote copy is behind
-//! its source, computed from the two regions' brokers alone (no worker needs to be
-//! reachable, which is when operators need it most). A partition whose unmirrored
-//! records the source has already deleted shows state `gap`.
+//! `meridian mirror status`: how far each flow's partitions are mirrored.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use broker::client::{Client, OffsetSpec};
 use serde::Serialize;
 
-use crate::copy::now_ms;
-use crate::error::{MirrorError, broker};
-use crate::plan::{FlowRules, HEARTBEATS_TOPIC, TopicListing};
+use crate::checkpoint::read_checkpoints;
+use crate::error::Result;
+use crate::failover::record_at;
+use crate::translate::OffsetTranslator;
 
-/// One mirrored partition's state.
-#[derive(Debug, Clone, Serialize)]
+/// A partition's mirroring state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorState {
+    /// Every source record is in the target.
+    CaughtUp,
+    /// Records are behind, the oldest unmirrored one is recent.
+    Copying,
+    /// Records are behind and the oldest unmirrored one is older than a minute.
+    Stalled,
+    /// The source deleted records that were never mirrored (retention gap).
+    Gap,
+}
+
+/// One partition of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartitionStatus {
-    /// `source->target`.
-    pub flow: String,
-    /// Source topic.
+    /// Source region.
+    pub source: String,
+    /// Target region.
+    pub target: String,
+    /// Topic in the source.
     pub topic: String,
-    /// Remote topic.
+    /// Topic in the target.
     pub remote_topic: String,
     /// Partition.
     pub partition: i32,
-    /// Source log start offset.
+    /// First offset still stored in the source.
     pub source_log_start: i64,
     /// Source high watermark.
     pub source_high_watermark: i64,
-    /// Remote log end: the next source offset to copy.
-    pub mirrored_offset: i64,
-    /// Records not yet mirrored.
+    /// Remote log end offset: everything below it is mirrored.
+    pub mirrored: i64,
+    /// Records not mirrored yet.
     pub lag_records: i64,
-    /// Age of the oldest unmirrored record, in seconds (0 when caught up).
+    /// Age of the oldest unmirrored source record, seconds (0 when caught up).
     pub lag_seconds: f64,
-    /// caught-up, behind, or gap (the source deleted unmirrored records).
-    pub state: String,
-    /// Unmirrored records already deleted at the source (state gap).
+    /// Records gone from the source before being mirrored.
     pub gap_records: i64,
+    /// Seconds since the flow's latest checkpoint, if any.
+    pub checkpoint_age_seconds: Option<f64>,
+    /// Summary.
+    pub state: MirrorState,
 }
 
-/// One flow's summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlowStatus {
-    /// `source->target`.
-    pub flow: String,
-    /// Age of the latest mirrored heartbeat of the source region, in seconds: the
-    /// end-to-end delay of the flow (None before the first heartbeat arrives).
-    pub heartbeat_age_seconds: Option<f64>,
-    /// Its partitions.
-    pub partitions: Vec<PartitionStatus>,
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
-/// Computes the status of `flow` from its source and target clients.
+/// Classifies a partition from its offsets and the age of its oldest unmirrored record.
+pub fn classify(
+    source_log_start: i64,
+    high_watermark: i64,
+    mirrored: i64,
+    lag_seconds: f64,
+) -> MirrorState {
+    if source_log_start > mirrored {
+        MirrorState::Gap
+    } else if mirrored >= high_watermark {
+        MirrorState::CaughtUp
+    } else if lag_seconds > 60.0 {
+        MirrorState::Stalled
+    } else {
+        MirrorState::Copying
+    }
+}
+
+/// Status of every partition the flow mirrors, source topics in name order.
 pub async fn flow_status(
-    rules: &FlowRules,
     source: &Client,
     target: &Client,
-) -> Result<FlowStatus, MirrorError> {
-    let flow = rules.flow_name();
-    let listing = |c: &Client| {
-        let c = c.clone();
-        async move {
-            let meta = c.refresh_metadata().await?;
-            Ok::<_, broker::BrokerError>(
-                meta.topics
-                    .values()
-                    .map(|t| TopicListing {
-                        name: t.name.clone(),
-                        partitions: t.partitions.len() as i32,
-                        configs: t.configs.clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            )
+    translator: &OffsetTranslator,
+) -> Result<Vec<PartitionStatus>> {
+    let meta = source.refresh_metadata().await?;
+    let checkpoints = read_checkpoints(target, translator.source()).await?;
+    let now = now_ms();
+    let checkpoint_age = checkpoints
+        .all()
+        .map(|c| c.timestamp_ms)
+        .max()
+        .map(|ts| (now - ts).max(0) as f64 / 1000.0);
+    let mut out = Vec::new();
+    for (topic, tmeta) in &meta.topics {
+        let Some(remote) = translator.target_topic(topic) else {
+            continue;
+        };
+        if translator.is_target_origin(topic) {
+            continue; // the target's own topic mirrored back into the source
         }
-    };
-    let sources = listing(source)
-        .await
-        .map_err(broker(format!("list topics in {}", rules.source)))?;
-    let targets = listing(target)
-        .await
-        .map_err(broker(format!("list topics in {}", rules.target)))?;
-    let plan = rules.plan(&sources, &targets);
-    let existing: BTreeMap<&str, &TopicListing> =
-        targets.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut partitions = Vec::new();
-    for mirrored in &plan.mirrored {
-        if !existing.contains_key(mirrored.remote_topic.as_str()) {
-            continue; // not created yet: nothing mirrored
-        }
-        let what = format!("list offsets of {}", mirrored.source_topic);
-        let starts = source
-            .list_offsets(&mirrored.source_topic, OffsetSpec::Earliest)
-            .await
-            .map_err(broker(what.clone()))?;
-        let ends = source
-            .list_offsets(&mirrored.source_topic, OffsetSpec::Latest)
-            .await
-            .map_err(broker(what))?;
-        let remote_ends = target
-            .list_offsets(&mirrored.remote_topic, OffsetSpec::Latest)
-            .await
-            .map_err(broker(format!("list offsets of {}", mirrored.remote_topic)))?;
-        for partition in 0..mirrored.partitions {
-            let source_log_start = starts.get(&partition).copied().unwrap_or(0);
-            let source_high_watermark = ends.get(&partition).copied().unwrap_or(0);
-            let mirrored_offset = remote_ends.get(&partition).copied().unwrap_or(0);
-            let lag_records =
-                (source_high_watermark - mirrored_offset.max(source_log_start)).max(0);
-            let gap_records = if mirrored_offset > 0 {
-                (source_log_start - mirrored_offset).max(0)
-            } else {
-                0
-            };
-            let lag_seconds = if lag_records > 0 {
-                oldest_unmirrored_age(
-                    source,
-                    &mirrored.source_topic,
-                    partition,
-                    mirrored_offset.max(source_log_start),
-                )
-                .await
+        let starts = source.list_offsets(topic, OffsetSpec::Earliest).await?;
+        let ends = source.list_offsets(topic, OffsetSpec::Latest).await?;
+        let mirrored_ends = match target.list_offsets(&remote, OffsetSpec::Latest).await {
+            Ok(m) => m,
+            Err(broker::BrokerError::UnknownTopic { .. }) => Default::default(),
+            Err(err) => return Err(err.into()),
+        };
+        for p in &tmeta.partitions {
+            let partition = p.partition;
+            let start = starts.get(&partition).copied().unwrap_or(0);
+            let hw = ends.get(&partition).copied().unwrap_or(0);
+            let mirrored = mirrored_ends.get(&partition).copied().unwrap_or(0);
+            let lag_seconds = if mirrored < hw {
+                match record_at(source, topic, partition, mirrored.max(start)).await? {
+                    Some(r) => (now - r.timestamp_ms).max(0) as f64 / 1000.0,
+                    None => 0.0,
+                }
             } else {
                 0.0
             };
-            let state = if gap_records > 0 {
-                "gap"
-            } else if lag_records == 0 {
-                "caught-up"
-            } else {
-                "behind"
-            };
-            partitions.push(PartitionStatus {
-                flow: flow.clone(),
-                topic: mirrored.source_topic.clone(),
-                remote_topic: mirrored.remote_topic.clone(),
+            out.push(PartitionStatus {
+                source: translator.source().to_owned(),
+                target: translator.target().to_owned(),
+                topic: topic.clone(),
+                remote_topic: remote.clone(),
                 partition,
-                source_log_start,
-                source_high_watermark,
-                mirrored_offset,
-                lag_records,
+                source_log_start: start,
+                source_high_watermark: hw,
+                mirrored,
+                lag_records: (hw - mirrored).max(0),
                 lag_seconds,
-                state: state.into(),
-                gap_records,
+                gap_records: (start - mirrored).max(0),
+                checkpoint_age_seconds: checkpoint_age,
+                state: classify(start, hw, mirrored, lag_seconds),
             });
         }
     }
-    let heartbeat_age_seconds =
-        latest_heartbeat_age(target, &rules.remote_name(HEARTBEATS_TOPIC)).await;
-    Ok(FlowStatus {
-        flow,
-        heartbeat_age_seconds,
-        partitions,
-    })
+    Ok(out)
 }
 
-async fn oldest_unmirrored_age(source: &Client, topic: &str, partition: i32, offset: i64) -> f64 {
-    match source
-        .fetch_raw(topic, partition, offset, 64 << 10, Duration::ZERO)
-        .await
-    {
-        Ok(fetched) => broker::record::decode_batches(&fetched.records)
-            .ok()
-            .and_then(|records| records.into_iter().find(|r| r.offset >= offset))
-            .map_or(0.0, |r| {
-                ((now_ms() - r.timestamp_ms).max(0)) as f64 / 1000.0
-            }),
-        Err(_) => 0.0,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn latest_heartbeat_age(target: &Client, topic: &str) -> Option<f64> {
-    let end = *target
-        .list_offsets(topic, OffsetSpec::Latest)
-        .await
-        .ok()?
-        .get(&0)?;
-    if end == 0 {
-        return None;
+    #[test]
+    fn source_log_start_beyond_mirrored_end_is_a_retention_gap() {
+        assert_eq!(classify(100, 150, 80, 5.0), MirrorState::Gap);
+        assert_eq!(classify(0, 150, 150, 0.0), MirrorState::CaughtUp);
+        assert_eq!(classify(0, 150, 140, 2.0), MirrorState::Copying);
+        assert_eq!(classify(0, 150, 140, 600.0), MirrorState::Stalled);
     }
-    let fetched = target
-        .fetch_raw(topic, 0, end - 1, 64 << 10, Duration::ZERO)
-        .await
-        .ok()?;
-    let records = broker::record::decode_batches(&fetched.records).ok()?;
-    let last = records.into_iter().rev().find(|r| r.offset == end - 1)?;
-    Some(((now_ms() - last.timestamp_ms).max(0)) as f64 / 1000.0)
 }

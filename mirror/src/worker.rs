@@ -27,6 +27,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// One flow this worker serves, with its two regions' clients.
 struct FlowRuntime {
+    flow: topology::Flow,
+    /// The flow's checkpointer, while this worker owns it.
+    checkpoints: Option<tokio::task::JoinHandle<()>>,
     rules: FlowRules,
     source: Client,
     target: Client,
@@ -61,6 +64,8 @@ pub async fn run(
     let mut runtimes = Vec::new();
     for flow in flows {
         runtimes.push(FlowRuntime {
+            flow: flow.clone(),
+            checkpoints: None,
             rules: FlowRules::for_flow(topology, flow)?,
             source: connect(&region_bootstrap(topology, &flow.source)).await,
             target: target.clone(),
@@ -84,6 +89,9 @@ pub async fn run(
                     if let Err(err) = replan(runtime).await {
                         tracing::warn!(flow = %runtime.rules.flow_name(), %err, "planning failed; keeping the last plan");
                     }
+                    let checkpoint_key = format!("checkpoints/{}", runtime.rules.flow_name());
+                    let owns_checkpoints = owner(&checkpoint_key, &workers) == Some(view.name.as_str());
+                    run_checkpoints_if_owner(topology, runtime, owns_checkpoints);
                     for mirrored in &runtime.plan.mirrored {
                         for partition in 0..mirrored.partitions {
                             let key = work_key(&runtime.rules.flow_name(), &mirrored.source_topic, partition);
@@ -109,10 +117,54 @@ pub async fn run(
         let _ = copier.handle.await;
     }
     heartbeats.abort();
+    for runtime in &mut runtimes {
+        if let Some(task) = runtime.checkpoints.take() {
+            task.abort();
+        }
+    }
     if let Ok(gossip) = Arc::try_unwrap(gossip) {
         let _ = gossip.leave().await;
     }
     Ok(())
+}
+
+/// Keeps the flow's checkpointer running on exactly the worker that owns it (one per
+/// flow in the target region), restarting it if it stopped on an error.
+fn run_checkpoints_if_owner(topology: &topology::Topology, runtime: &mut FlowRuntime, owns: bool) {
+    let running = runtime
+        .checkpoints
+        .as_ref()
+        .is_some_and(|t| !t.is_finished());
+    if !owns {
+        if let Some(task) = runtime.checkpoints.take() {
+            tracing::info!(flow = %runtime.rules.flow_name(), "checkpoints handed over to another worker");
+            task.abort();
+        }
+        return;
+    }
+    if running {
+        return;
+    }
+    let translator = match crate::translate::OffsetTranslator::new(topology, &runtime.flow) {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::error!(flow = %runtime.rules.flow_name(), %err, "cannot checkpoint this flow");
+            return;
+        }
+    };
+    let (source, target, flow) = (
+        runtime.source.clone(),
+        runtime.target.clone(),
+        runtime.flow.clone(),
+    );
+    let name = runtime.rules.flow_name();
+    tracing::info!(flow = %name, "following the source groups' committed offsets (checkpoints)");
+    runtime.checkpoints = Some(tokio::spawn(async move {
+        if let Err(err) = crate::checkpoint::run_checkpoints(source, target, flow, translator).await
+        {
+            tracing::warn!(flow = %name, %err, "checkpoints stopped; restarting on the next round");
+        }
+    }));
 }
 
 /// Starts copiers for newly owned partitions and stops those no longer owned.

@@ -11,6 +11,7 @@ mod dev;
 mod groups;
 mod members;
 mod mirror;
+mod mirror_admin;
 mod produce;
 mod topic;
 
@@ -57,6 +58,8 @@ enum Command {
     /// Measure produce and consume throughput against a running deployment.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Move a consumer group to another region at its exact positions.
+    Failover(mirror_admin::FailoverArgs),
 }
 
 /// Runs the chosen subcommand to completion.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Failover(args) => mirror_admin::run_failover(args),
     }
 }
 

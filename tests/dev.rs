@@ -56,9 +56,18 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     let regions = ready["regions"].as_object().expect("regions object");
     assert_eq!(regions.len(), 2, "{ready}");
     let nodes = ready["nodes"].as_array().expect("nodes array");
-    assert_eq!(nodes.len(), 4, "{ready}");
+    assert_eq!(
+        nodes.len(),
+        6,
+        "two brokers and a mirror worker per region: {ready}"
+    );
+    let mirrors: Vec<_> = nodes.iter().filter(|n| n["role"] == "mirror").collect();
+    assert_eq!(mirrors.len(), 2, "{ready}");
     for node in nodes {
-        assert_eq!(node["role"], "broker");
+        assert!(
+            node["role"] == "broker" || node["role"] == "mirror",
+            "{node}"
+        );
         assert!(
             alive(node["pid"].as_i64().unwrap() as i32),
             "{node} is not running"
@@ -106,8 +115,39 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     values.sort_unstable();
     assert_eq!(values, ["a", "b", "c"]);
 
+    // The mirror worker of eu-west copies it to us-east.tour, active/active.
+    let remote_bootstrap = regions["eu-west"]["bootstrap"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mirrored = loop {
+        let out = support::meridian()
+            .args([
+                "consume",
+                "us-east.tour",
+                "--from-beginning",
+                "--exit-at-end",
+                "--bootstrap",
+                &remote_bootstrap,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.lines().count() == 3 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "us-east.tour never reached eu-west: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut values: Vec<&str> = mirrored.lines().collect();
+    values.sort_unstable();
+    assert_eq!(values, ["a", "b", "c"]);
+
     // A node that dies stays dead (a real crash), and dev keeps running.
-    let victim = nodes[3]["pid"].as_i64().unwrap() as i32;
+    let victim = nodes.iter().rfind(|n| n["role"] == "broker").unwrap()["pid"]
+        .as_i64()
+        .unwrap() as i32;
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(

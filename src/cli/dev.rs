@@ -150,6 +150,34 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 exited: false,
             });
         }
+        for mirror in &region.mirrors {
+            let spec = format!("{}/{}", region.name, mirror.name);
+            let log = logs.join(format!("{}-{}.log", region.name, mirror.name));
+            let out = std::fs::File::create(&log)?;
+            let child = Command::new(&exe)
+                .args(["mirror", "--topology"])
+                .arg(&topology_path)
+                .args(["--node", &spec])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("cannot start mirror worker {spec}"))?;
+            ready.nodes.push(ReadyNode {
+                region: region.name.clone(),
+                name: mirror.name.clone(),
+                role: "mirror",
+                pid: child.id(),
+                metrics: None,
+            });
+            running.push(Running {
+                region: region.name.clone(),
+                name: mirror.name.clone(),
+                child,
+                log,
+                exited: false,
+            });
+        }
         ready.order.push(region.name.clone());
         ready.regions.insert(
             region.name.clone(),
@@ -220,6 +248,28 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
                 free_addr(ip, 9090)?,
                 free_udp_addr(ip, 7946)?,
                 free_addr(ip, 9100)?,
+            )?;
+        }
+        if regions > 1 {
+            // One mirror worker per region copies every other region's topics in.
+            let ip = Ipv4Addr::new(127, 0, (r + 1) as u8, 10);
+            writeln!(
+                text,
+                "[[regions.mirrors]]\nname = \"m1\"\ngossip = \"{}\"\nmetrics = \"{}\"\n",
+                free_udp_addr(ip, 7946)?,
+                free_addr(ip, 9100)?,
+            )?;
+        }
+    }
+    // Active/active: every region mirrors every other region's topics.
+    for source in REGION_NAMES.iter().take(regions) {
+        for target in REGION_NAMES.iter().take(regions).filter(|t| *t != source) {
+            writeln!(
+                text,
+                "[[flows]]\nsource = \"{source}\"\ntarget = \"{target}\"\nenabled = true\n\
+                 topics = {{ include = [\".*\"], exclude = [] }}\n\
+                 groups = {{ include = [\".*\"], exclude = [] }}\n\
+                 sync_group_offsets = true\ncheckpoint_interval = \"1s\"\n"
             )?;
         }
     }
@@ -336,9 +386,29 @@ fn print_tour(dir: &Path, ready: &Ready) {
     );
     println!("  {me} topic describe orders --bootstrap {b}");
     println!("  {me} members --bootstrap {b}");
+    if let Some(second) = ready.order.get(1) {
+        let b2 = &ready.regions[second].bootstrap;
+        let topology = dir.join("topology.toml");
+        let t = topology.display();
+        println!();
+        println!(
+            "Mirroring (active/active, offsets preserved): {first}'s orders appear in {second} as {first}.orders"
+        );
+        println!(
+            "  {me} consume {first}.orders --from-beginning --exit-at-end --format json --bootstrap {b2} | head -3"
+        );
+        println!("  {me} mirror status --topology {t}");
+        println!(
+            "  {me} consume orders --group billing --from-beginning --max 500 --bootstrap {b}"
+        );
+        println!("  {me} failover --topology {t} --group billing --from {first} --to {second}");
+        println!(
+            "  {me} consume {first}.orders --group billing --exit-at-end --bootstrap {b2} | head -3   # resumes at order-501"
+        );
+    }
     println!();
     println!("Region {first} is shown; every region has its own bootstrap above.");
-    println!("Not built yet: mirror workers, mTLS, metrics, the Kafka listener (see the README).");
+    println!("Not built yet: mTLS, metrics, the Kafka listener (see the README).");
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

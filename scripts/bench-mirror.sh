@@ -107,6 +107,9 @@ while time.time() < deadline:
     if n > 0 and first is None:
         first = (now, n)
     if n >= records:
+        if now - first[0] < 1.0:
+            print(json.dumps({"error": "the copy took under a second between samples; use more records"}))
+            sys.exit(0)
         secs = now - first[0]
         copied = n - first[1]
         print(json.dumps({"records_per_s": copied / secs, "mb_per_s": copied * size / secs / 1e6, "seconds": secs}))
@@ -115,6 +118,7 @@ while time.time() < deadline:
 print(json.dumps({"error": "mirror did not catch up", "mirrored": mirrored()}))
 PY
 )
+  echo "mirror: $mirror" >&2
   python3 - "$run" "$produce" "$mirror" <<'PY'
 import json, sys
 run, p, m = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])

@@ -10,54 +10,14 @@ Usage: CARGO_TARGET_DIR=... scripts/bench-mirror-latency.py [DURATION_S]
 (builds nothing: run `cargo build --release --bin meridian` first)."""
 import json, os, statistics, subprocess, sys, tempfile, threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import two_regions  # noqa: E402
+
 duration = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "meridian")
 work = tempfile.mkdtemp()
 topology = os.path.join(work, "topology.toml")
-open(topology, "w").write("""
-[deployment]
-name = "bench-latency"
-[tls]
-dir = "tls"
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-[topic_defaults]
-partitions = 1
-replication_factor = 1
-min_insync_replicas = 1
-[[regions]]
-name = "a"
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "127.0.0.70:9090"
-gossip = "127.0.0.70:7946"
-metrics = "127.0.0.70:9100"
-data_dir = "data/a"
-[[regions]]
-name = "b"
-[[regions.brokers]]
-name = "b1"
-id = 2
-grpc = "127.0.0.71:9090"
-gossip = "127.0.0.71:7946"
-metrics = "127.0.0.71:9100"
-data_dir = "data/b"
-[[regions.mirrors]]
-name = "m1"
-gossip = "127.0.0.72:7946"
-metrics = "127.0.0.72:9100"
-[[flows]]
-source = "a"
-target = "b"
-topics = { include = ["^lat$"], exclude = [] }
-""")
+open(topology, "w").write(two_regions.topology("bench-latency", "127.0.0.70", "127.0.0.71", ["127.0.0.72"], 1, "^lat$"))
 procs = []
 def spawn(*args, **kw):
     p = subprocess.Popen([binary, *args], **kw)

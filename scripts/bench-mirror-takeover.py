@@ -10,54 +10,14 @@ Prints one JSON line per trial and the median.
 Usage: CARGO_TARGET_DIR=... scripts/bench-mirror-takeover.py [TRIALS]   (release build first)"""
 import json, os, statistics, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import two_regions  # noqa: E402
+
 trials = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "meridian")
 work = tempfile.mkdtemp()
 topology = os.path.join(work, "topology.toml")
-mirrors = ""
-for i, ip in ((1, "127.0.0.82"), (2, "127.0.0.83")):
-    mirrors += f'[[regions.mirrors]]\nname = "m{i}"\ngossip = "{ip}:7946"\nmetrics = "{ip}:9100"\n'
-open(topology, "w").write(f"""
-[deployment]
-name = "bench-takeover"
-[tls]
-dir = "tls"
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-[topic_defaults]
-partitions = 8
-replication_factor = 1
-min_insync_replicas = 1
-[[regions]]
-name = "a"
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "127.0.0.80:9090"
-gossip = "127.0.0.80:7946"
-metrics = "127.0.0.80:9100"
-data_dir = "data/a"
-[[regions]]
-name = "b"
-[[regions.brokers]]
-name = "b1"
-id = 2
-grpc = "127.0.0.81:9090"
-gossip = "127.0.0.81:7946"
-metrics = "127.0.0.81:9100"
-data_dir = "data/b"
-{mirrors}
-[[flows]]
-source = "a"
-target = "b"
-topics = {{ include = ["^t$"], exclude = [] }}
-""")
+open(topology, "w").write(two_regions.topology("bench-takeover", "127.0.0.80", "127.0.0.81", ["127.0.0.82", "127.0.0.83"], 8, "^t$"))
 procs = {}
 log = open(os.path.join(work, "nodes.log"), "w")
 def spawn(name, *args, **kw):
@@ -84,7 +44,7 @@ try:
         end = time.time() + seconds
         n = 0
         while time.time() < end:
-            producer.stdin.write(f"k{n % 64}:v{n}\n".replace(":", "", 1))
+            producer.stdin.write(f"v{n}\n")
             n += 1
             time.sleep(0.005)
     results = []

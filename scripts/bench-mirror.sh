@@ -27,53 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-topology() {
-  cat <<TOML
-[deployment]
-name = "bench-mirror"
-[tls]
-dir = "tls"
-[tls.listeners]
-client = "off"
-inter_broker = "off"
-inter_region = "required"
-kafka = "off"
-metrics = "off"
-[gossip]
-keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
-[topic_defaults]
-partitions = $partitions
-replication_factor = 1
-min_insync_replicas = 1
-flush = "none"
-[[regions]]
-name = "a"
-[[regions.brokers]]
-name = "b1"
-id = 1
-grpc = "127.0.0.60:9090"
-gossip = "127.0.0.60:7946"
-metrics = "127.0.0.60:9100"
-data_dir = "data/a"
-[[regions]]
-name = "b"
-[[regions.brokers]]
-name = "b1"
-id = 2
-grpc = "127.0.0.61:9090"
-gossip = "127.0.0.61:7946"
-metrics = "127.0.0.61:9100"
-data_dir = "data/b"
-[[regions.mirrors]]
-name = "m1"
-gossip = "127.0.0.62:7946"
-metrics = "127.0.0.62:9100"
-[[flows]]
-source = "a"
-target = "b"
-topics = { include = ["^bench\$"], exclude = [] }
-TOML
-}
+topology() { python3 scripts/two_regions.py bench-mirror 127.0.0.60 127.0.0.61 127.0.0.62 "$partitions" "^bench\$" none; }
 
 wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/"$1"/"$2") 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1:$2" >&2; return 1; }
 

@@ -119,19 +119,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     for region in topology.regions() {
         let mut bootstrap = Vec::new();
         for broker in &region.brokers {
-            let spec = format!("{}/{}", region.name, broker.name);
-            let view = topology.node(&spec)?;
-            let log = logs.join(format!("{}-{}.log", region.name, broker.name));
-            let out = std::fs::File::create(&log)?;
-            let child = Command::new(&exe)
-                .args(["broker", "--topology"])
-                .arg(&topology_path)
-                .args(["--node", &spec])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("cannot start broker {spec}"))?;
+            let view = topology.node(&format!("{}/{}", region.name, broker.name))?;
+            let (child, log) = spawn_node(
+                &exe,
+                &topology_path,
+                &logs,
+                "broker",
+                &region.name,
+                &broker.name,
+            )?;
             if let Some(addr) = view.grpc_addr {
                 bootstrap.push(addr.to_string());
             }
@@ -151,18 +147,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             });
         }
         for mirror in &region.mirrors {
-            let spec = format!("{}/{}", region.name, mirror.name);
-            let log = logs.join(format!("{}-{}.log", region.name, mirror.name));
-            let out = std::fs::File::create(&log)?;
-            let child = Command::new(&exe)
-                .args(["mirror", "--topology"])
-                .arg(&topology_path)
-                .args(["--node", &spec])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("cannot start mirror worker {spec}"))?;
+            let (child, log) = spawn_node(
+                &exe,
+                &topology_path,
+                &logs,
+                "mirror",
+                &region.name,
+                &mirror.name,
+            )?;
             ready.nodes.push(ReadyNode {
                 region: region.name.clone(),
                 name: mirror.name.clone(),
@@ -203,6 +195,31 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     stop_all(&mut running);
     let _ = std::fs::remove_file(&ready_path);
     outcome
+}
+
+/// Starts one node (`meridian broker|mirror --topology FILE --node REGION/NAME`) as a
+/// child process logging to `logs/REGION-NAME.log`; returns it and its log path.
+fn spawn_node(
+    exe: &Path,
+    topology_path: &Path,
+    logs: &Path,
+    role: &str,
+    region: &str,
+    name: &str,
+) -> anyhow::Result<(Child, PathBuf)> {
+    let spec = format!("{region}/{name}");
+    let log = logs.join(format!("{region}-{name}.log"));
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(exe)
+        .args([role, "--topology"])
+        .arg(topology_path)
+        .args(["--node", &spec])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start {role} {spec}"))?;
+    Ok((child, log))
 }
 
 /// Writes the deployment file for `regions` regions of `brokers` brokers on loopback.

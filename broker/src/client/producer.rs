@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use crate::client::{Client, remote_error, status_to_error};
+use crate::client::{Client, status_to_error};
 use crate::error::{BrokerError, Result};
 use crate::proto;
 use crate::record::{
@@ -541,19 +541,7 @@ async fn send_request(
                     .await
                     .map_err(|s| status_to_error(&addr, s))?
                     .into_inner();
-                let result = response
-                    .topics
-                    .into_iter()
-                    .flat_map(|t| t.partitions)
-                    .find(|p| p.partition == partition)
-                    .ok_or_else(|| BrokerError::InvalidRequest {
-                        reason: format!(
-                            "the broker's answer has no result for {topic}-{partition}"
-                        ),
-                    })?;
-                if result.error_code != 0 {
-                    return Err(remote_error(result.error_code, result.error_message));
-                }
+                let result = super::raw::produce_result(response, topic, partition)?;
                 Ok(result.base_offset)
             }
         })

@@ -120,19 +120,7 @@ impl Client {
                     .await
                     .map_err(|s| status_to_error(&addr, s))?
                     .into_inner();
-                let result = response
-                    .topics
-                    .into_iter()
-                    .flat_map(|t| t.partitions)
-                    .find(|p| p.partition == partition)
-                    .ok_or_else(|| BrokerError::InvalidRequest {
-                        reason: format!(
-                            "the broker's answer has no result for {topic}-{partition}"
-                        ),
-                    })?;
-                if result.error_code != 0 {
-                    return Err(remote_error(result.error_code, result.error_message));
-                }
+                let result = produce_result(response, topic, partition)?;
                 Ok(RawAppend {
                     base_offset: result.base_offset,
                     last_offset: result.last_offset,
@@ -142,4 +130,24 @@ impl Client {
         })
         .await
     }
+}
+
+/// The one partition's result in a produce response, its error code turned into an error.
+pub(crate) fn produce_result(
+    response: proto::ProduceResponse,
+    topic: &str,
+    partition: i32,
+) -> Result<proto::PartitionProduceResult> {
+    let result = response
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .find(|p| p.partition == partition)
+        .ok_or_else(|| BrokerError::InvalidRequest {
+            reason: format!("the broker's answer has no result for {topic}-{partition}"),
+        })?;
+    if result.error_code != 0 {
+        return Err(remote_error(result.error_code, result.error_message));
+    }
+    Ok(result)
 }

@@ -31,6 +31,16 @@ fn wait_for_file(path: &Path, timeout: Duration, dev: &mut std::process::Child) 
     }
 }
 
+/// GET `path` from `addr` (HOST:PORT): the whole response, status line included.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics listener answers");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
@@ -73,7 +83,40 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
             "{node} is not running"
         );
         assert!(regions.contains_key(node["region"].as_str().unwrap()));
+        // Every node serves Prometheus metrics at the URL ready.json gives, and says
+        // who it is.
+        let url = node["metrics"]
+            .as_str()
+            .expect("every node has a metrics URL");
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        let body = http_get(addr, "/metrics");
+        let who = format!(
+            "meridian_build_info{{node=\"{}\",region=\"{}\",role=\"{}\"",
+            node["name"].as_str().unwrap(),
+            node["region"].as_str().unwrap(),
+            node["role"].as_str().unwrap()
+        );
+        assert!(body.contains(&who), "{url} lacks {who}:\n{body}");
+        assert!(
+            http_get(addr, "/readyz").contains("ready"),
+            "{url} is not ready"
+        );
     }
+    for region in regions.values() {
+        assert_eq!(
+            region["metrics"].as_array().map(Vec::len),
+            Some(3),
+            "{region}"
+        );
+    }
+    let scrape_config = std::fs::read_to_string(dir.path().join("prometheus.yml")).unwrap();
+    assert_eq!(
+        scrape_config.matches("targets:").count(),
+        6,
+        "{scrape_config}"
+    );
     assert!(dir.path().join("topology.toml").exists());
     let out = support::run_ok(&[
         "config",

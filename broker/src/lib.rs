@@ -22,6 +22,7 @@ pub mod partition;
 pub mod record;
 pub mod replication;
 pub mod server;
+pub mod telemetry;
 pub mod topic_config;
 
 pub use error::{BrokerError, ErrorCode};

@@ -573,6 +573,16 @@ impl BrokerNode {
         Ok(outcome)
     }
 
+    /// Every partition replica this broker stores (leader or follower), for metrics.
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// The hosted partition, whatever this broker's role in it (for tests and tools).
     pub fn hosted_partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         self.hosted(topic, partition)

@@ -223,6 +223,14 @@ impl Partition {
             && state.epoch() == epoch
         {
             if state.isr() != isr {
+                // The committed ISR changed under this leadership (this leader's own
+                // AlterIsr coming back, or the controller dropping a fenced broker).
+                let events = crate::telemetry::events();
+                if isr.len() < state.isr().len() {
+                    events.isr_shrinks.inc();
+                } else {
+                    events.isr_expands.inc();
+                }
                 let hw = state.set_isr(isr);
                 self.set_high_watermark(hw);
             }
@@ -244,6 +252,7 @@ impl Partition {
         *role = Role::Leader(state);
         self.set_high_watermark(hw);
         self.role_changes.send_replace((true, epoch));
+        crate::telemetry::events().leader_elections.inc();
         tracing::info!(topic = %self.topic, partition = self.index, epoch, high_watermark = hw, log_end_offset = leo, ?isr, "became leader");
         true
     }
@@ -307,6 +316,11 @@ impl Partition {
             *current = hw;
             moved
         });
+    }
+
+    /// `min.insync.replicas` for this partition's topic: fewer in-sync replicas refuse acks=all.
+    pub fn min_insync(&self) -> usize {
+        self.min_insync
     }
 
     /// Fails with NotEnoughReplicas unless at least `min.insync.replicas` replicas are in

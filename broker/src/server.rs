@@ -71,7 +71,39 @@ const READY_WAIT: Duration = Duration::from_secs(15);
 fn error_fields(result: &Result<(), BrokerError>) -> (i32, String) {
     match result {
         Ok(()) => (0, String::new()),
-        Err(err) => (err.code().as_i32(), err.to_string()),
+        Err(err) => {
+            count_partition_error(err);
+            (err.code().as_i32(), err.to_string())
+        }
+    }
+}
+
+/// Counts a partition-level error answered inside a request, by its code.
+fn count_partition_error(err: &BrokerError) {
+    crate::telemetry::events()
+        .partition_errors
+        .with_label_values(&[&format!("{:?}", err.code())])
+        .inc();
+}
+
+/// Counts the bytes a fetch answer serves, and its partition errors.
+fn count_fetched(topics: &[proto::FetchedTopic]) {
+    let events = crate::telemetry::events();
+    for topic in topics {
+        let bytes: usize = topic.partitions.iter().map(|p| p.records.len()).sum();
+        if bytes > 0 {
+            events
+                .bytes_out
+                .with_label_values(&[&topic.topic])
+                .inc_by(bytes as u64);
+        }
+        for partition in topic.partitions.iter().filter(|p| p.error_code != 0) {
+            let code = ErrorCode::from_i32(partition.error_code);
+            events
+                .partition_errors
+                .with_label_values(&[&format!("{code:?}")])
+                .inc();
+        }
     }
 }
 
@@ -271,17 +303,19 @@ impl broker_server::Broker for BrokerService {
                 let index = partition.partition;
                 let batches = partition
                     .records
+                    .clone()
                     .try_into_mut()
                     .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
                 let append = async move {
                     node.produce(&name, index, batches, keep_offsets, acks)
                         .await
                 };
-                pending.push((topic.topic.clone(), index, tokio::spawn(append)));
+                let bytes = partition.records.len() as u64;
+                pending.push((topic.topic.clone(), index, bytes, tokio::spawn(append)));
             }
         }
         let mut topics: Vec<proto::TopicProduceResult> = Vec::new();
-        for (topic, partition, task) in pending {
+        for (topic, partition, bytes, task) in pending {
             let failed = |code: i32, message: String| proto::PartitionProduceResult {
                 partition,
                 error_code: code,
@@ -300,16 +334,25 @@ impl broker_server::Broker for BrokerService {
                 }
             } else {
                 match task.await {
-                    Ok(Ok(outcome)) => proto::PartitionProduceResult {
-                        partition,
-                        error_code: 0,
-                        error_message: String::new(),
-                        base_offset: outcome.base_offset,
-                        last_offset: outcome.last_offset,
-                        log_start_offset: 0,
-                        duplicate: outcome.duplicate,
-                    },
+                    Ok(Ok(outcome)) => {
+                        if !outcome.duplicate {
+                            crate::telemetry::events()
+                                .bytes_in
+                                .with_label_values(&[&topic])
+                                .inc_by(bytes);
+                        }
+                        proto::PartitionProduceResult {
+                            partition,
+                            error_code: 0,
+                            error_message: String::new(),
+                            base_offset: outcome.base_offset,
+                            last_offset: outcome.last_offset,
+                            log_start_offset: 0,
+                            duplicate: outcome.duplicate,
+                        }
+                    }
                     Ok(Err(err)) => {
+                        count_partition_error(&err);
                         tracing::debug!(%topic, partition, %err, "produce refused");
                         failed(err.code().as_i32(), err.to_string())
                     }
@@ -434,6 +477,7 @@ impl broker_server::Broker for BrokerService {
                 || watches.is_empty()
                 || tokio::time::Instant::now() >= deadline
             {
+                count_fetched(&topics);
                 return Ok(Response::new(proto::FetchResponse { topics }));
             }
             // Long poll: wait for any high watermark to move, or the deadline.
@@ -636,6 +680,37 @@ async fn join_gossip(
     Ok(handle)
 }
 
+/// The broker's metrics endpoint: event counters, scrape-time gauges over `node`, gossip
+/// health; ready once the broker has registered with its controller.
+fn broker_metrics(
+    view: &topology::NodeView,
+    node: Arc<BrokerNode>,
+    membership: Arc<gossip::GossipHandle>,
+) -> crate::telemetry::MetricsEndpoint {
+    use crate::telemetry::{BrokerGauges, GossipMetrics, MetricsEndpoint, events};
+    let ready_node = node.clone();
+    let mut endpoint = MetricsEndpoint::new(
+        &view.region,
+        &view.name,
+        "broker",
+        Box::new(move || {
+            if ready_node.is_ready() {
+                Ok(())
+            } else {
+                Err("not registered with the controller yet".into())
+            }
+        }),
+    );
+    events().register(endpoint.registry());
+    let gauges = BrokerGauges::register(endpoint.registry());
+    let gossip_metrics = GossipMetrics::register(endpoint.registry());
+    endpoint.on_scrape(move || {
+        gauges.refresh(&node);
+        gossip_metrics.refresh(&membership);
+    });
+    endpoint
+}
+
 /// Runs a broker node for `view` until `shutdown` resolves: claims the data directory,
 /// starts the controller node (its Raft and API services share the broker's gRPC
 /// listener), joins the cluster with heartbeats, and on shutdown hands its leaderships
@@ -720,6 +795,11 @@ pub async fn serve(
     };
     let registering_abort = registering.abort_handle();
     let membership = Arc::new(join_gossip(view, grpc_addr).await?);
+    let metrics = crate::telemetry::serve_metrics(
+        view.metrics_addr,
+        Arc::new(broker_metrics(view, node.clone(), membership.clone())),
+    )
+    .await?;
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
 
     let stopping = {
@@ -738,6 +818,7 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(crate::telemetry::RequestMetricsLayer)
         .add_service(
             BrokerService::new(node.clone())
                 .with_gossip(membership.clone())
@@ -749,6 +830,7 @@ pub async fn serve(
         .await;
     housekeeping.abort();
     reconciler.abort();
+    metrics.abort();
     replication.abort();
     // Leave gracefully when no connection task still holds the service; otherwise the
     // others see this broker go down by failure detection instead.

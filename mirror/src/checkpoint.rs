@@ -256,11 +256,12 @@ pub async fn run_checkpoints(
     } else {
         flow.checkpoint_interval
     };
+    let flow_name = format!("{}->{}", flow.source, flow.target);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(err) = checkpoint_round(
+        match checkpoint_round(
             &source,
             &target,
             &groups,
@@ -272,7 +273,10 @@ pub async fn run_checkpoints(
         )
         .await
         {
-            tracing::warn!(source = %flow.source, target = %flow.target, %err, "checkpoint round failed; retrying next interval");
+            Ok(()) => crate::metrics::checkpoint_round_done(&flow_name),
+            Err(err) => {
+                tracing::warn!(source = %flow.source, target = %flow.target, %err, "checkpoint round failed; retrying next interval")
+            }
         }
     }
 }

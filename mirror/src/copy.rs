@@ -76,6 +76,11 @@ pub struct Progress {
     pub state: CopyState,
     /// Latest end-to-end latency measured from a mirrored heartbeat, in ms.
     pub heartbeat_latency_ms: Option<i64>,
+    /// Newest record timestamp (ms) among the batches copied so far.
+    pub newest_copied_timestamp_ms: Option<i64>,
+    /// When the copy fell behind the source high watermark; `None` while caught up.
+    #[serde(skip)]
+    pub behind_since: Option<std::time::Instant>,
 }
 
 impl Default for Progress {
@@ -89,6 +94,8 @@ impl Default for Progress {
             gaps: Vec::new(),
             state: CopyState::Starting,
             heartbeat_latency_ms: None,
+            newest_copied_timestamp_ms: None,
+            behind_since: None,
         }
     }
 }
@@ -139,23 +146,44 @@ impl Progress {
     pub fn observe_source(&mut self, high_watermark: i64, log_start: i64) {
         self.source_high_watermark = high_watermark;
         self.source_log_start = log_start;
-        self.state = if self.position >= high_watermark {
-            CopyState::CaughtUp
-        } else {
-            CopyState::Copying
-        };
+        self.update_state();
     }
 
-    /// Notes batches appended up to `next_position`.
-    pub fn copied(&mut self, next_position: i64, records: u64, bytes: u64) {
+    /// Notes batches appended up to `next_position`, the newest record timestamp among
+    /// them included.
+    pub fn copied(
+        &mut self,
+        next_position: i64,
+        records: u64,
+        bytes: u64,
+        newest_timestamp_ms: Option<i64>,
+    ) {
         self.position = next_position;
         self.copied_records += records;
         self.copied_bytes += bytes;
-        self.state = if self.position >= self.source_high_watermark {
-            CopyState::CaughtUp
+        if newest_timestamp_ms > self.newest_copied_timestamp_ms {
+            self.newest_copied_timestamp_ms = newest_timestamp_ms;
+        }
+        self.update_state();
+    }
+
+    /// How long the copy has been behind the source high watermark (zero while caught
+    /// up): the lag in time that alerts watch.
+    pub fn lag_duration(&self, now: std::time::Instant) -> std::time::Duration {
+        self.behind_since
+            .map(|since| now.saturating_duration_since(since))
+            .unwrap_or_default()
+    }
+
+    fn update_state(&mut self) {
+        if self.position >= self.source_high_watermark {
+            self.state = CopyState::CaughtUp;
+            self.behind_since = None;
         } else {
-            CopyState::Copying
-        };
+            self.state = CopyState::Copying;
+            self.behind_since
+                .get_or_insert_with(std::time::Instant::now);
+        }
     }
 }
 
@@ -209,10 +237,24 @@ pub async fn run_partition(
     source: Client,
     target: Client,
     progress: Arc<Mutex<Progress>>,
+    stop: watch::Receiver<bool>,
+) {
+    use tracing::Instrument;
+    // Instrumented, not entered: an entered guard held across awaits would tag other
+    // tasks' log lines on the same thread with this partition.
+    let span = tracing::info_span!("copy", flow = %task.flow, topic = %task.source_topic, partition = task.partition);
+    copy_partition(task, source, target, progress, stop)
+        .instrument(span)
+        .await;
+}
+
+async fn copy_partition(
+    task: CopyTask,
+    source: Client,
+    target: Client,
+    progress: Arc<Mutex<Progress>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let span = tracing::info_span!("copy", flow = %task.flow, topic = %task.source_topic, partition = task.partition);
-    let _guard = span.enter();
     let mut position = loop {
         if *stop.borrow() {
             return;
@@ -324,10 +366,13 @@ pub async fn run_partition(
         let (appended, following) = tokio::join!(append, fetch_next);
         match appended {
             Ok(_) => {
-                progress
-                    .lock()
-                    .expect("progress")
-                    .copied(next, records, batches.len() as u64);
+                let newest = crate::metrics::observe_copied(&task.flow, &batches);
+                progress.lock().expect("progress").copied(
+                    next,
+                    records,
+                    batches.len() as u64,
+                    newest,
+                );
                 position = next;
                 prefetched = Some(following);
             }
@@ -452,7 +497,7 @@ mod tests {
         assert_eq!(p.position, 1_500);
         assert_eq!(p.gaps.len(), 1);
         // Later, during the copy.
-        p.copied(1_600, 100, 1_000);
+        p.copied(1_600, 100, 1_000, Some(5));
         assert!(p.skip_deleted(1_700).is_some());
         assert_eq!(p.gaps.len(), 2);
     }
@@ -463,8 +508,13 @@ mod tests {
         p.resume(0, true, 0);
         p.observe_source(100, 0);
         assert_eq!((p.lag(), p.state.clone()), (100, CopyState::Copying));
-        p.copied(100, 100, 5_000);
+        assert!(
+            p.behind_since.is_some(),
+            "behind the source: the lag clock runs"
+        );
+        p.copied(100, 100, 5_000, None);
         assert_eq!((p.lag(), p.state.clone()), (0, CopyState::CaughtUp));
+        assert_eq!(p.lag_duration(std::time::Instant::now()), Duration::ZERO);
     }
 
     #[test]

@@ -38,6 +38,7 @@ struct FlowRuntime {
 
 /// A running copier.
 struct Running {
+    task: CopyTask,
     stop: watch::Sender<bool>,
     progress: Arc<Mutex<Progress>>,
     handle: tokio::task::JoinHandle<()>,
@@ -60,6 +61,19 @@ pub async fn run(
         });
     }
     let gossip = join_gossip(topology, view).await?;
+    let owned: crate::metrics::OwnedPartitions = Arc::default();
+    let planned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics = broker::telemetry::serve_metrics(
+        view.metrics_addr,
+        Arc::new(metrics_endpoint(
+            view,
+            owned.clone(),
+            gossip.clone(),
+            planned.clone(),
+        )),
+    )
+    .await
+    .map_err(broker(format!("serve metrics on {}", view.metrics_addr)))?;
     let target = connect(&region_bootstrap(topology, &view.region)).await;
     let mut runtimes = Vec::new();
     for flow in flows {
@@ -108,6 +122,11 @@ pub async fn run(
                     }
                 }
                 reconcile(&mut running, wanted);
+                *owned.lock().expect("owned partitions lock poisoned") = running
+                    .iter()
+                    .map(|(key, r)| (key.clone(), (r.task.clone(), r.progress.clone())))
+                    .collect();
+                planned.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -117,6 +136,7 @@ pub async fn run(
         let _ = copier.handle.await;
     }
     heartbeats.abort();
+    metrics.abort();
     for runtime in &mut runtimes {
         if let Some(task) = runtime.checkpoints.take() {
             task.abort();
@@ -126,6 +146,35 @@ pub async fn run(
         let _ = gossip.leave().await;
     }
     Ok(())
+}
+
+/// The worker's metrics endpoint: copy progress of the partitions it owns, latency,
+/// checkpoint ages, gossip health; ready once its first planning round is done.
+fn metrics_endpoint(
+    view: &topology::NodeView,
+    owned: crate::metrics::OwnedPartitions,
+    gossip: Arc<gossip::GossipHandle>,
+    planned: Arc<std::sync::atomic::AtomicBool>,
+) -> broker::telemetry::MetricsEndpoint {
+    let mut endpoint = broker::telemetry::MetricsEndpoint::new(
+        &view.region,
+        &view.name,
+        "mirror",
+        Box::new(move || {
+            if planned.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("the first planning round has not finished".into())
+            }
+        }),
+    );
+    let gauges = crate::metrics::MirrorGauges::register(endpoint.registry());
+    let gossip_metrics = broker::telemetry::GossipMetrics::register(endpoint.registry());
+    endpoint.on_scrape(move || {
+        gauges.refresh(&owned);
+        gossip_metrics.refresh(&gossip);
+    });
+    endpoint
 }
 
 /// Keeps the flow's checkpointer running on exactly the worker that owns it (one per
@@ -139,6 +188,7 @@ fn run_checkpoints_if_owner(topology: &topology::Topology, runtime: &mut FlowRun
         if let Some(task) = runtime.checkpoints.take() {
             tracing::info!(flow = %runtime.rules.flow_name(), "checkpoints handed over to another worker");
             task.abort();
+            crate::metrics::forget_checkpoints(&runtime.rules.flow_name());
         }
         return;
     }
@@ -190,6 +240,7 @@ fn reconcile(
         tracing::info!(work = %key, "taking partition");
         let (stop, stopped) = watch::channel(false);
         let progress = Arc::new(Mutex::new(Progress::default()));
+        let task_for_metrics = task.clone();
         let handle = tokio::spawn(run_partition(
             task,
             source,
@@ -200,6 +251,7 @@ fn reconcile(
         running.insert(
             key,
             Running {
+                task: task_for_metrics,
                 stop,
                 progress,
                 handle,

@@ -118,6 +118,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     for region in topology.regions() {
         let mut bootstrap = Vec::new();
+        let mut metrics = Vec::new();
         for broker in &region.brokers {
             let view = topology.node(&format!("{}/{}", region.name, broker.name))?;
             let (child, log) = spawn_node(
@@ -131,12 +132,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             if let Some(addr) = view.grpc_addr {
                 bootstrap.push(addr.to_string());
             }
+            let url = metrics_url(view.metrics_addr);
+            metrics.push(url.clone());
             ready.nodes.push(ReadyNode {
                 region: region.name.clone(),
                 name: broker.name.clone(),
                 role: "broker",
                 pid: child.id(),
-                metrics: None,
+                metrics: Some(url),
             });
             running.push(Running {
                 region: region.name.clone(),
@@ -147,6 +150,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             });
         }
         for mirror in &region.mirrors {
+            let view = topology.node(&format!("{}/{}", region.name, mirror.name))?;
             let (child, log) = spawn_node(
                 &exe,
                 &topology_path,
@@ -155,12 +159,14 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 &region.name,
                 &mirror.name,
             )?;
+            let url = metrics_url(view.metrics_addr);
+            metrics.push(url.clone());
             ready.nodes.push(ReadyNode {
                 region: region.name.clone(),
                 name: mirror.name.clone(),
                 role: "mirror",
                 pid: child.id(),
-                metrics: None,
+                metrics: Some(url),
             });
             running.push(Running {
                 region: region.name.clone(),
@@ -176,15 +182,19 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             ReadyRegion {
                 bootstrap: bootstrap.join(","),
                 kafka_bootstrap: None,
-                metrics: vec![],
+                metrics,
                 client_tls_dir: None,
             },
         );
     }
 
+    let scrape_config = dir.join("prometheus.yml");
+    std::fs::write(&scrape_config, scrape_config_text(&ready))
+        .with_context(|| format!("cannot write {}", scrape_config.display()))?;
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
         wait_until_up(&ready, &mut running).await?;
+        wait_until_ready(&ready, &mut running).await?;
         let text = serde_json::to_string_pretty(&ready)?;
         let tmp = ready_path.with_extension("json.tmp");
         std::fs::write(&tmp, text)?;
@@ -371,6 +381,97 @@ async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result
     Ok(())
 }
 
+/// `http://ADDR/metrics`, as Prometheus and people reach it.
+fn metrics_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}
+
+/// A Prometheus scrape config for every node of the deployment, labelled with its
+/// region, node name and role (the dashboards in deploy/ group by them).
+fn scrape_config_text(ready: &Ready) -> String {
+    let mut text = String::from(
+        "# Written by `meridian dev`: prometheus --config.file=THIS_FILE\n\
+         # Alert rules: deploy/prometheus/alerts.yml in the Meridian repository.\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         scrape_configs:\n  - job_name: meridian\n    metrics_path: /metrics\n    static_configs:\n",
+    );
+    for node in &ready.nodes {
+        let Some(url) = &node.metrics else { continue };
+        let target = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        let _ = write!(
+            text,
+            "      - targets: [\"{target}\"]\n        labels: {{region: \"{}\", node: \"{}\", role: \"{}\"}}\n",
+            node.region, node.name, node.role
+        );
+    }
+    text
+}
+
+/// Waits until every node's `/readyz` answers 200 (a broker registered with its
+/// controller, a mirror worker through its first planning round).
+async fn wait_until_ready(ready: &Ready, running: &mut [Running]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in &ready.nodes {
+        let Some(url) = &node.metrics else { continue };
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string();
+        loop {
+            if let Some(exited) = running.iter_mut().find_map(|n| match n.child.try_wait() {
+                Ok(Some(status)) => Some((n.region.clone(), n.name.clone(), status, n.log.clone())),
+                _ => None,
+            }) {
+                bail!(
+                    "node {}/{} exited during start-up ({}); its log is {}",
+                    exited.0,
+                    exited.1,
+                    exited.2,
+                    exited.3.display()
+                );
+            }
+            if matches!(http_get(&addr, "/readyz").await, Ok((200, _))) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} {}/{} is not ready after 60 s (http://{addr}/readyz); see its log",
+                    node.role,
+                    node.region,
+                    node.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.0 GET: the status code and body. Enough for `/readyz` on loopback.
+pub(crate) async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("not an HTTP response")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 fn print_tour(dir: &Path, ready: &Ready) {
     println!("Meridian dev deployment is up in {}", dir.display());
     println!();
@@ -382,8 +483,12 @@ fn print_tour(dir: &Path, ready: &Ready) {
     }
     for node in &ready.nodes {
         println!(
-            "  {} {}/{} pid {}",
-            node.role, node.region, node.name, node.pid
+            "  {:<6} {}/{} pid {:<7} metrics {}",
+            node.role,
+            node.region,
+            node.name,
+            node.pid,
+            node.metrics.as_deref().unwrap_or("-")
         );
     }
     let first = &ready.order[0];
@@ -425,7 +530,16 @@ fn print_tour(dir: &Path, ready: &Ready) {
     }
     println!();
     println!("Region {first} is shown; every region has its own bootstrap above.");
-    println!("Not built yet: mTLS, metrics, the Kafka listener (see the README).");
+    println!();
+    println!("Watch it:");
+    if let Some(url) = ready.nodes.first().and_then(|n| n.metrics.as_ref()) {
+        println!("  curl -s {url} | grep ^meridian_");
+    }
+    println!(
+        "  prometheus --config.file={}/prometheus.yml   # scrape config for every node",
+        dir.display()
+    );
+    println!("Not built yet: mTLS, the Kafka listener (see the README).");
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

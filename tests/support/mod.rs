@@ -1,6 +1,8 @@
 //! Shared harness for integration tests: real `meridian` processes on 127.0.0.x.
 #![allow(dead_code)]
 
+pub mod deployment;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -594,6 +594,7 @@ impl PartitionLog {
     /// the directory when segments were created since the last sync. Call it once per
     /// group of appends before acknowledging them (group commit).
     pub fn sync(&mut self) -> Result<()> {
+        let started = Instant::now();
         if self.unsynced {
             self.active.sync()?;
         }
@@ -605,6 +606,9 @@ impl PartitionLog {
         }
         self.unsynced = false;
         self.last_sync = Instant::now();
+        crate::telemetry::events()
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 

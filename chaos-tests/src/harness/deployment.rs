@@ -54,6 +54,8 @@ pub struct MirrorAddr {
     pub region: String,
     /// Node name.
     pub name: String,
+    /// Prometheus metrics address.
+    pub metrics: SocketAddr,
 }
 
 /// A broker of the written deployment.
@@ -67,6 +69,8 @@ pub struct BrokerAddr {
     pub id: u64,
     /// gRPC address.
     pub grpc: SocketAddr,
+    /// Prometheus metrics address.
+    pub metrics: SocketAddr,
 }
 
 /// The written deployment: where its file is and who is in it.
@@ -108,11 +112,14 @@ keyring = ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
 session_timeout = "3s"
 replica_lag_max = "10s"
 
-[topic_defaults]
-partitions = 3
-replication_factor = 3
-min_insync_replicas = 2
 "#,
+        );
+        // Three replicas, two in sync for acks=all; fewer in a smaller region.
+        let replication_factor = spec.brokers.min(3);
+        let _ = write!(
+            text,
+            "\n[topic_defaults]\npartitions = 3\nreplication_factor = {replication_factor}\nmin_insync_replicas = {}\n",
+            replication_factor.min(2)
         );
         let mut regions = Vec::new();
         let mut brokers = Vec::new();
@@ -142,6 +149,7 @@ min_insync_replicas = 2
                     name: format!("b{b}"),
                     id,
                     grpc,
+                    metrics: SocketAddr::from((ip, 9100)),
                 });
             }
             for m in 1..=spec.mirrors {
@@ -153,6 +161,7 @@ min_insync_replicas = 2
                 mirrors.push(MirrorAddr {
                     region: region.clone(),
                     name: format!("m{m}"),
+                    metrics: SocketAddr::from((ip, 9100)),
                 });
             }
             regions.push(region);

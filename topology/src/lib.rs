@@ -30,10 +30,11 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Problem, TopologyError};
 pub use model::{
-    Broker, ClusterSettings, CompiledFilter, Deployment, Filter, Flow, FlushPolicy, Gossip,
+    Acl, Broker, ClusterSettings, CompiledFilter, Deployment, Filter, Flow, FlushPolicy, Gossip,
     GossipKey, GossipProfile, Mirror, Region, Tls, TlsListeners, TlsMode, TopicDefaults,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
+pub use validate::ACL_ACTIONS;
 pub use view::{BrokerView, GossipView, NodeView, Role, TlsView};
 
 /// Reads, parses and validates a deployment file.
@@ -80,6 +81,9 @@ pub struct Topology {
     /// Mirror flows, in file order.
     #[serde(default)]
     pub flows: Vec<Flow>,
+    /// Access rules for client identities (as Kafka ACLs), in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<Acl>,
     /// Absolute directory that relative paths resolve against (the file's directory);
     /// not part of the file.
     #[serde(skip)]
@@ -186,6 +190,13 @@ impl Topology {
             topic_defaults: self.topic_defaults.clone(),
             cluster: self.cluster,
             remote_topic_separator: self.deployment.remote_topic_separator.clone(),
+            region_flows: self
+                .flows
+                .iter()
+                .filter(|f| f.source == region_name || f.target == region_name)
+                .cloned()
+                .collect(),
+            acls: self.acls.clone(),
         })
     }
 

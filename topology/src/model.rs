@@ -413,3 +413,29 @@ pub struct Flow {
     #[serde(with = "units::serde_duration")]
     pub checkpoint_interval: Duration,
 }
+
+/// `[[acls]]`: one access rule for client identities, as a Kafka ACL. Brokers and
+/// mirror workers are authorized by their role; clients and admins' data access by these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    /// `meridian://REGION/ROLE/NAME`, or `*` for every identity.
+    pub principal: String,
+    /// Actions covered (`produce`, `consume`, `create-topic`, `group-read`, ...).
+    pub actions: Vec<String>,
+    /// A topic or group name (`*` for all); exactly one of this and `resource_prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// A topic or group name prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_prefix: Option<String>,
+    /// `allow` (the default) or `deny`; a matching deny wins.
+    pub permission: String,
+}
+
+impl Acl {
+    /// Whether the rule allows (else it denies).
+    pub fn allows(&self) -> bool {
+        self.permission != "deny"
+    }
+}

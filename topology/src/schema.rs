@@ -58,6 +58,18 @@ pub(crate) struct RawFile {
     pub regions: Vec<S<RawRegion>>,
     #[serde(default)]
     pub flows: Vec<S<RawFlow>>,
+    #[serde(default)]
+    pub acls: Vec<S<RawAcl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcl {
+    pub principal: S<String>,
+    pub actions: S<Vec<S<String>>>,
+    pub resource: Option<S<String>>,
+    pub resource_prefix: Option<S<String>>,
+    pub permission: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

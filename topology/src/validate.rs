@@ -21,7 +21,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::error::{Problem, TopologyError};
 use crate::model::{
-    Broker, ClusterSettings, Deployment, Filter, Flow, FlushPolicy, Gossip, GossipKey,
+    Acl, Broker, ClusterSettings, Deployment, Filter, Flow, FlushPolicy, Gossip, GossipKey,
     GossipProfile, Mirror, Region, Tls, TlsListeners, TlsMode, TopicDefaults,
 };
 use crate::schema::{RawCluster, RawFile, RawFilter, RawListeners, RawTopicDefaults, SizeLit};
@@ -370,6 +370,7 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
         check_replication_fits(r, defaults_raw, &topic_defaults, &raw, &regions);
     }
     let flows = check_flows(r, &raw, &regions);
+    let acls = check_acls(r, &raw);
 
     if tls.listeners.inter_region == TlsMode::Off && !flows.is_empty() {
         let span = raw
@@ -395,8 +396,99 @@ fn check(raw: RawFile, base_dir: PathBuf, r: &mut Report<'_>) -> Topology {
         cluster,
         regions,
         flows,
+        acls,
         base_dir,
     }
+}
+
+/// Action names an ACL may grant; the certs crate's `Action` parses the same names.
+pub const ACL_ACTIONS: [&str; 10] = [
+    "produce",
+    "consume",
+    "create-topic",
+    "delete-topic",
+    "describe-topic",
+    "replicate",
+    "controller",
+    "group-read",
+    "group-write",
+    "admin",
+];
+
+fn check_acls(r: &mut Report<'_>, raw: &RawFile) -> Vec<Acl> {
+    let mut acls = Vec::new();
+    for raw_acl in &raw.acls {
+        let a = raw_acl.get_ref();
+        let principal = a.principal.get_ref().clone();
+        if principal != "*" && !principal.starts_with("meridian://") {
+            r.add(
+                a.principal.span(),
+                format!(
+                    "acl principal {principal:?} is neither \"*\" nor an identity like \"meridian://REGION/client/NAME\""
+                ),
+            );
+        }
+        let mut actions = Vec::new();
+        for action in a.actions.get_ref() {
+            if ACL_ACTIONS.contains(&action.get_ref().as_str()) {
+                actions.push(action.get_ref().clone());
+            } else {
+                r.add(
+                    action.span(),
+                    format!(
+                        "unknown acl action {:?}; use one of {}",
+                        action.get_ref(),
+                        ACL_ACTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+        if actions.is_empty() && a.actions.get_ref().is_empty() {
+            r.add(
+                a.actions.span(),
+                "an acl needs at least one action".to_owned(),
+            );
+        }
+        let (resource, resource_prefix) = match (&a.resource, &a.resource_prefix) {
+            (Some(literal), None) => (Some(literal.get_ref().clone()), None),
+            (None, Some(prefix)) if prefix.get_ref().is_empty() => {
+                r.add(
+                    prefix.span(),
+                    "acl resource_prefix is empty; write resource = \"*\" to cover every name"
+                        .to_owned(),
+                );
+                continue;
+            }
+            (None, Some(prefix)) => (None, Some(prefix.get_ref().clone())),
+            _ => {
+                r.add(
+                    raw_acl.span(),
+                    "an acl names exactly one of resource = \"NAME\" (\"*\" for all) or resource_prefix = \"PREFIX\"".to_owned(),
+                );
+                continue;
+            }
+        };
+        let permission = match a.permission.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("allow") => "allow",
+            Some("deny") => "deny",
+            Some(other) => {
+                let span = a.permission.as_ref().map_or(0..0, |p| p.span());
+                r.add(
+                    span,
+                    format!("acl permission {other:?} must be \"allow\" or \"deny\""),
+                );
+                "allow"
+            }
+        };
+        acls.push(Acl {
+            principal,
+            actions,
+            resource,
+            resource_prefix,
+            permission: permission.to_owned(),
+        });
+    }
+    acls
 }
 
 /// `[cluster]`: both durations must be positive; a session timeout under 100 ms would

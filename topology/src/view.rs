@@ -121,6 +121,10 @@ pub struct NodeView {
     pub cluster: ClusterSettings,
     /// Remote topics are `<source><separator><topic>`.
     pub remote_topic_separator: String,
+    /// Every flow into or out of the node's region: whose mirrors may act here.
+    pub region_flows: Vec<Flow>,
+    /// Client access rules.
+    pub acls: Vec<crate::model::Acl>,
 }
 
 /// Joins a path written in the file to the file's directory, unless already absolute.

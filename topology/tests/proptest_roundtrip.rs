@@ -208,6 +208,24 @@ fn topology() -> impl Strategy<Value = Topology> {
                     },
                     regions,
                     flows,
+                    // Both ACL shapes (literal allow, prefixed deny), picked by a drawn bit.
+                    acls: vec![if wan {
+                        topology::Acl {
+                            principal: "*".to_owned(),
+                            actions: vec!["produce".to_owned(), "consume".to_owned()],
+                            resource: Some("orders".to_owned()),
+                            resource_prefix: None,
+                            permission: "allow".to_owned(),
+                        }
+                    } else {
+                        topology::Acl {
+                            principal: "meridian://r0/client/app".to_owned(),
+                            actions: vec!["group-read".to_owned()],
+                            resource: None,
+                            resource_prefix: Some("billing.".to_owned()),
+                            permission: "deny".to_owned(),
+                        }
+                    }],
                     base_dir: PathBuf::from("/deploy"),
                 }
             },

@@ -325,7 +325,11 @@ async fn metrics_follow_traffic_mirror_lag_and_a_lost_replica() {
     assert_eq!(
         m.sum(
             "meridian_gossip_members",
-            &[("region", "r2"), ("role", "mirror"), ("state", "alive")]
+            &[
+                ("member_region", "r2"),
+                ("member_role", "mirror"),
+                ("state", "alive")
+            ]
         ),
         1.0,
         "the worker's gossip view counts itself, alive"

@@ -26,9 +26,9 @@ impl GossipMetrics {
             members: IntGaugeVec::new(
                 Opts::new(
                     "meridian_gossip_members",
-                    "Members this node sees, by region, role and state (alive, suspect, down); itself included.",
+                    "Members this node sees, by the member's region and role, and state (alive, suspect, down); itself included.",
                 ),
-                &["region", "role", "state"],
+                &["member_region", "member_role", "state"],
             )
             .expect("valid gauge"),
             datagrams_sent: counter(

@@ -125,10 +125,26 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     ]);
     assert!(out.contains("ok"), "{out}");
 
-    // A client can use a region from its bootstrap list.
+    // Every listener requires mutual TLS: a client without credentials is refused, one
+    // with the credentials ready.json names is served.
     let bootstrap = regions["us-east"]["bootstrap"].as_str().unwrap().to_owned();
     assert_eq!(bootstrap.split(',').count(), 2);
+    let tls = regions["us-east"]["client_tls_dir"]
+        .as_str()
+        .expect("ready.json names the client TLS directory")
+        .to_owned();
+    let plaintext = support::meridian()
+        .args(["topic", "list", "--bootstrap", &bootstrap])
+        .output()
+        .unwrap();
+    assert!(
+        !plaintext.status.success(),
+        "a plaintext client must be refused: {}",
+        String::from_utf8_lossy(&plaintext.stdout)
+    );
     support::run_ok(&[
+        "--tls-dir",
+        &tls,
         "topic",
         "create",
         "tour",
@@ -138,7 +154,14 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
         &bootstrap,
     ]);
     let produced = support::run_with_stdin(
-        &["produce", "tour", "--bootstrap", &bootstrap],
+        &[
+            "--tls-dir",
+            &tls,
+            "produce",
+            "tour",
+            "--bootstrap",
+            &bootstrap,
+        ],
         b"a\nb\nc\n",
     );
     assert!(
@@ -147,6 +170,8 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
         String::from_utf8_lossy(&produced.stderr)
     );
     let consumed = support::run_ok(&[
+        "--tls-dir",
+        &tls,
         "consume",
         "tour",
         "--from-beginning",
@@ -164,6 +189,8 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     let mirrored = loop {
         let out = support::meridian()
             .args([
+                "--tls-dir",
+                &tls,
                 "consume",
                 "us-east.tour",
                 "--from-beginning",

@@ -11,6 +11,7 @@
 //! protocol), consumer groups, and `broker::client`, the typed client every other crate
 //! uses to speak to brokers.
 
+pub mod access;
 pub mod client;
 pub mod controller;
 pub mod data_dir;
@@ -24,6 +25,7 @@ pub mod replication;
 pub mod server;
 pub mod telemetry;
 pub mod topic_config;
+pub mod transport;
 
 pub use error::{BrokerError, ErrorCode};
 

@@ -112,6 +112,7 @@ fn count_fetched(topics: &[proto::FetchedTopic]) {
 pub struct BrokerService {
     node: Arc<BrokerNode>,
     gossip: Option<Arc<gossip::GossipHandle>>,
+    access: Option<Arc<crate::access::Access>>,
 }
 
 impl std::fmt::Debug for BrokerService {
@@ -125,13 +126,46 @@ impl std::fmt::Debug for BrokerService {
 impl BrokerService {
     /// Serves `node`.
     pub fn new(node: Arc<BrokerNode>) -> Self {
-        Self { node, gossip: None }
+        Self {
+            node,
+            gossip: None,
+            access: None,
+        }
     }
 
     /// Answers Members from this broker's view of the region's gossip.
     pub fn with_gossip(mut self, gossip: Arc<gossip::GossipHandle>) -> Self {
         self.gossip = Some(gossip);
         self
+    }
+
+    /// Authorizes every request by the caller's verified identity (without it, every
+    /// request is allowed: in-process tests and plaintext single-region deployments).
+    pub fn with_access(mut self, access: Arc<crate::access::Access>) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Checks `action` on `resource` for the caller of `request`.
+    fn allow<T>(
+        &self,
+        request: &Request<T>,
+        action: certs::Action,
+        resource: &str,
+    ) -> Result<(), Status> {
+        match &self.access {
+            Some(access) => access.check(request, action, resource),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the caller may `action` on `resource`, without counting a refusal (for
+    /// listings, which show only what the caller may see, as Kafka's Metadata does).
+    fn may<T>(&self, request: &Request<T>, action: certs::Action, resource: &str) -> bool {
+        match &self.access {
+            Some(access) => access.may(request, action, resource),
+            None => true,
+        }
     }
 
     /// The tonic server wrapper, with message limits raised for record batches.
@@ -161,6 +195,9 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::CreateTopicsRequest>,
     ) -> Result<Response<proto::CreateTopicsResponse>, Status> {
         self.ready().await?;
+        for spec in &request.get_ref().topics {
+            self.allow(&request, certs::Action::CreateTopic, &spec.name)?;
+        }
         let request = request.into_inner();
         let mut results = Vec::with_capacity(request.topics.len());
         for spec in request.topics {
@@ -188,6 +225,9 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::DeleteTopicsRequest>,
     ) -> Result<Response<proto::DeleteTopicsResponse>, Status> {
         self.ready().await?;
+        for name in &request.get_ref().names {
+            self.allow(&request, certs::Action::DeleteTopic, name)?;
+        }
         let mut results = Vec::new();
         for name in request.into_inner().names {
             let (error_code, error_message) = error_fields(&self.node.delete_topic(&name).await);
@@ -205,12 +245,33 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::MetadataRequest>,
     ) -> Result<Response<proto::MetadataResponse>, Status> {
         self.ready().await?;
+        // A listing shows only what the caller may describe (as Kafka's Metadata does);
+        // a topic named explicitly is answered with the refusal instead.
+        let named = !request.get_ref().topics.is_empty();
+        let mut refused = Vec::new();
+        let mut visible: Vec<String> = Vec::new();
+        for (name, _) in self.node.topics(&request.get_ref().topics) {
+            if self.may(&request, certs::Action::DescribeTopic, &name) {
+                visible.push(name);
+            } else if named {
+                let status = self
+                    .allow(&request, certs::Action::DescribeTopic, &name)
+                    .expect_err("refused just above");
+                refused.push(proto::TopicInfo {
+                    name,
+                    error_code: ErrorCode::TopicAuthorizationFailed.as_i32(),
+                    error_message: status.message().to_owned(),
+                    ..Default::default()
+                });
+            }
+        }
         let request = request.into_inner();
         let cluster = self.node.cluster();
-        let topics = self
+        let topics: Vec<proto::TopicInfo> = self
             .node
             .topics(&request.topics)
             .into_iter()
+            .filter(|(name, _)| visible.contains(name))
             .map(|(name, topic)| match topic {
                 Ok(topic) => proto::TopicInfo {
                     name,
@@ -257,6 +318,7 @@ impl broker_server::Broker for BrokerService {
                     ..Default::default()
                 },
             })
+            .chain(refused)
             .collect();
         let brokers = cluster
             .brokers
@@ -283,6 +345,9 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
         self.ready().await?;
+        for topic in &request.get_ref().topics {
+            self.allow(&request, certs::Action::Produce, &topic.topic)?;
+        }
         let request = request.into_inner();
         let acks_none = request.acks == proto::Acks::None as i32;
         let acks = if request.acks == proto::Acks::All as i32 {
@@ -378,6 +443,15 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
         self.ready().await?;
+        // Followers name themselves with a broker id; consumers and mirrors send none
+        // (or a negative one) and read only committed data.
+        if request.get_ref().replica_id.is_some_and(|id| id >= 0) {
+            self.allow(&request, certs::Action::Replicate, "cluster")?;
+        } else {
+            for topic in &request.get_ref().topics {
+                self.allow(&request, certs::Action::Consume, &topic.topic)?;
+            }
+        }
         let request = request.into_inner();
         let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -491,6 +565,11 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::ListOffsetsRequest>,
     ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
         self.ready().await?;
+        self.allow(
+            &request,
+            certs::Action::DescribeTopic,
+            &request.get_ref().topic,
+        )?;
         let request = request.into_inner();
         let indexes: Vec<i32> = if request.partitions.is_empty() {
             let (_, topic) = self
@@ -536,6 +615,11 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::OffsetCommitRequest>,
     ) -> Result<Response<proto::OffsetCommitResponse>, Status> {
         self.ready().await?;
+        self.allow(
+            &request,
+            certs::Action::GroupWrite,
+            &request.get_ref().group,
+        )?;
         let request = request.into_inner();
         let offsets: Vec<_> = request
             .offsets
@@ -561,6 +645,7 @@ impl broker_server::Broker for BrokerService {
         request: Request<proto::OffsetFetchRequest>,
     ) -> Result<Response<proto::OffsetFetchResponse>, Status> {
         self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
         let request = request.into_inner();
         let offsets = self
             .node
@@ -614,12 +699,14 @@ impl broker_server::Broker for BrokerService {
 
     async fn list_groups(
         &self,
-        _request: Request<proto::ListGroupsRequest>,
+        request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         self.ready().await?;
-        Ok(Response::new(proto::ListGroupsResponse {
-            groups: group_listings(&self.node),
-        }))
+        let groups = group_listings(&self.node)
+            .into_iter()
+            .filter(|g| self.may(&request, certs::Action::GroupRead, &g.group))
+            .collect();
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
 }
 
@@ -686,6 +773,7 @@ fn broker_metrics(
     view: &topology::NodeView,
     node: Arc<BrokerNode>,
     membership: Arc<gossip::GossipHandle>,
+    cert_path: Option<std::path::PathBuf>,
 ) -> crate::telemetry::MetricsEndpoint {
     use crate::telemetry::{BrokerGauges, GossipMetrics, MetricsEndpoint, events};
     let ready_node = node.clone();
@@ -704,9 +792,12 @@ fn broker_metrics(
     events().register(endpoint.registry());
     let gauges = BrokerGauges::register(endpoint.registry());
     let gossip_metrics = GossipMetrics::register(endpoint.registry());
+    let tls_metrics =
+        crate::telemetry::TlsGauges::register(endpoint.registry(), cert_path.is_some());
     endpoint.on_scrape(move || {
         gauges.refresh(&node);
         gossip_metrics.refresh(&membership);
+        tls_metrics.refresh(cert_path.as_deref());
     });
     endpoint
 }
@@ -732,6 +823,12 @@ pub async fn serve(
             reason: format!("{}/{} has no data_dir", view.region, view.name),
         })?;
     let claim = DataDir::claim(&data_dir, &format!("{}/{}", view.region, view.name))?;
+    let node_tls = crate::transport::NodeTls::load(view)?;
+    if let Some(tls) = &node_tls {
+        crate::transport::set_node_client_tls(tls.client.clone());
+        tracing::info!(region = %view.region, node = %view.name, identity = %tls.identity, security = ?tls.security, "mutual TLS on");
+    }
+    let access = Arc::new(crate::access::Access::for_node(view)?);
     let listener = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .map_err(|e| BrokerError::Unreachable {
@@ -797,7 +894,12 @@ pub async fn serve(
     let membership = Arc::new(join_gossip(view, grpc_addr).await?);
     let metrics = crate::telemetry::serve_metrics(
         view.metrics_addr,
-        Arc::new(broker_metrics(view, node.clone(), membership.clone())),
+        Arc::new(broker_metrics(
+            view,
+            node.clone(),
+            membership.clone(),
+            node_tls.as_ref().map(|t| t.cert_path.clone()),
+        )),
     )
     .await?;
     tracing::info!(region = %view.region, node = %view.name, %grpc_addr, "broker listening");
@@ -815,13 +917,22 @@ pub async fn serve(
             }
         }
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = match &node_tls {
+        Some(tls) => crate::transport::incoming(listener, tls.security, Some(tls.server.clone())),
+        None => crate::transport::incoming(
+            listener,
+            crate::transport::ListenerSecurity::Plaintext,
+            None,
+        ),
+    };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(crate::telemetry::RequestMetricsLayer)
+        .layer(crate::access::ControllerGuardLayer::new(access.clone()))
         .add_service(
             BrokerService::new(node.clone())
                 .with_gossip(membership.clone())
+                .with_access(access)
                 .into_server(),
         )
         .add_service(raft_service)

@@ -334,6 +334,9 @@ impl Authorizer {
                         "rule mirror-source-topics: a mirror of region {x} reads source topics only in region {x}, and its own `{x}{sep}<topic>` topics elsewhere"
                     )),
                     Action::GroupRead if x == local => Ok(()),
+                    // Checkpoints: the mirror of X reads and syncs the flow's groups in
+                    // the target region (sync_group_offsets).
+                    Action::GroupRead | Action::GroupWrite if x != local => Ok(()),
                     _ => deny(format!("rule mirror-role: role mirror may not {action}")),
                 }
             }
@@ -395,7 +398,9 @@ impl Authorizer {
         }
     }
 
-    fn remote_topic_region(&self, topic: &str) -> Option<&str> {
+    /// The region whose mirror alone writes `topic` here (`REGION<sep><topic>` for a
+    /// region linked by a flow), if it is such a remote topic.
+    pub fn remote_topic_region(&self, topic: &str) -> Option<&str> {
         let sep = &self.rules.separator;
         self.rules
             .flow_regions

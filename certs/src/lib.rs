@@ -17,6 +17,7 @@
 
 mod authz;
 mod ca;
+mod deployment;
 mod error;
 mod files;
 mod identity;
@@ -26,6 +27,7 @@ mod tls;
 
 pub use authz::{AclRule, Action, Authorizer, AuthzRules, Denied, Pattern};
 pub use ca::{Ca, DEFAULT_DAYS, IssueRequest, Issued};
+pub use deployment::{IssuedNode, issue_deployment, mirror_source_dir};
 pub use error::{CertsError, Result};
 pub use files::{CA_CERT_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE};
 pub use identity::{IDENTITY_SCHEME, Identity, Role, identity_from_cert_der};

@@ -64,6 +64,12 @@ pub enum MirrorError {
         /// The broker client's error.
         source: broker::BrokerError,
     },
+    /// The worker's TLS material is missing or unusable; nothing was started.
+    #[error("mirror TLS: {reason}")]
+    Tls {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// The node is not a mirror worker of the deployment; nothing was started.
     #[error(
         "{node} is not a mirror worker in the deployment file (mirrors are listed under [[regions.mirrors]])"

@@ -74,18 +74,24 @@ pub async fn run(
     )
     .await
     .map_err(broker(format!("serve metrics on {}", view.metrics_addr)))?;
-    let target = connect(&region_bootstrap(topology, &view.region)).await;
     let mut runtimes = Vec::new();
+    let mut heartbeat_client = None;
     for flow in flows {
+        // Each flow's connections carry the certificate naming its source region: that
+        // identity alone may write `SOURCE.<topic>` in this region.
+        let tls = flow_tls(view, &flow.source)?;
+        let target = connect_secure(&region_bootstrap(topology, &view.region), tls.clone()).await;
+        heartbeat_client.get_or_insert_with(|| target.clone());
         runtimes.push(FlowRuntime {
             flow: flow.clone(),
             checkpoints: None,
             rules: FlowRules::for_flow(topology, flow)?,
-            source: connect(&region_bootstrap(topology, &flow.source)).await,
-            target: target.clone(),
+            source: connect_secure(&region_bootstrap(topology, &flow.source), tls).await,
+            target,
             plan: Plan::default(),
         });
     }
+    let target = heartbeat_client.expect("a worker serves at least one flow");
     tracing::info!(region = %view.region, node = %view.name, flows = runtimes.len(), "mirror worker started");
     let heartbeats = tokio::spawn(heartbeat::run(target.clone(), gossip.clone(), view.clone()));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
@@ -375,16 +381,56 @@ pub fn region_bootstrap(topology: &topology::Topology, region: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The client TLS of the flows from `source`: the worker's `from-SOURCE` certificate
+/// directory, or its node directory. Inter-region traffic is always mutual TLS, so a
+/// worker without a certificate refuses to start.
+fn flow_tls(
+    view: &topology::NodeView,
+    source: &str,
+) -> Result<Option<Arc<rustls::ClientConfig>>, MirrorError> {
+    let node_dir = view
+        .tls
+        .cert
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let per_source = certs::mirror_source_dir(&node_dir, source);
+    let dir = if per_source.join(certs::CERT_FILE).exists() {
+        per_source
+    } else if view.tls.cert.exists() {
+        node_dir
+    } else {
+        return Err(MirrorError::Tls {
+            reason: format!(
+                "{}/{} has no certificate at {} (nor {}): inter-region traffic is always mutual TLS. Issue the deployment's certificates with `meridian certs issue-deployment --topology FILE --ca CA_DIR`",
+                view.region,
+                view.name,
+                view.tls.cert.display(),
+                per_source.join(certs::CERT_FILE).display()
+            ),
+        });
+    };
+    let tls = broker::transport::client_tls_from_dir(&dir).map_err(|e| MirrorError::Tls {
+        reason: e.to_string(),
+    })?;
+    Ok(Some(tls))
+}
+
 /// A client for a region, retrying until one of its brokers answers: a worker started
 /// before the brokers (or during a region outage) waits instead of failing.
 pub async fn connect(bootstrap: &str) -> Client {
+    connect_secure(bootstrap, None).await
+}
+
+/// [`connect`] over mutual TLS with `tls`.
+pub async fn connect_secure(bootstrap: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Client {
     let retry = RetryPolicy {
         attempts: 10,
         backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
     };
     loop {
-        match Client::connect_with_retry(bootstrap, retry.clone()).await {
+        match Client::connect_secure(bootstrap, retry.clone(), tls.clone()).await {
             Ok(client) => return client,
             Err(err) => {
                 tracing::warn!(%bootstrap, %err, "region unreachable; retrying");

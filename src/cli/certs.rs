@@ -51,6 +51,23 @@ pub enum CertsCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Issue every node's certificate of a deployment file, laid out as it expects
+    /// (OUT/ca.pem, OUT/REGION/NODE/, mirrors' OUT/REGION/NODE/from-SOURCE/, and an admin
+    /// client in OUT/clients/admin/).
+    IssueDeployment {
+        /// The deployment file.
+        #[arg(long, value_name = "FILE")]
+        topology: PathBuf,
+        /// The CA directory made by `init-ca`.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Where to write; default: the deployment file's `tls.dir`.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = ::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
     /// Show a certificate: identity, subject, SANs, validity, fingerprint, days left.
     Inspect {
         /// A PEM certificate file, or a TLS directory (its cert.pem is shown).
@@ -146,6 +163,27 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
                 info.not_after,
                 info.days_left,
                 info.fingerprint_sha256
+            );
+            Ok(())
+        }
+        CertsCommand::IssueDeployment {
+            topology,
+            ca,
+            out,
+            days,
+        } => {
+            let topology = ::topology::load(&topology)?;
+            let ca = ::certs::Ca::load(&ca).map_err(usage_if_users)?;
+            let out = out.unwrap_or_else(|| topology.base_dir.join(&topology.tls.dir));
+            let issued =
+                ::certs::issue_deployment(&topology, &ca, &out, days).map_err(usage_if_users)?;
+            for node in &issued {
+                println!("issued {} into {}", node.identity, node.dir.display());
+            }
+            println!(
+                "{} certificates under {}, valid {days} days",
+                issued.len(),
+                out.display()
             );
             Ok(())
         }

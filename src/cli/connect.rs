@@ -1,6 +1,40 @@
-//! Connection flags shared by every operator command.
+//! Connection flags shared by every operator command: `--bootstrap` per command, and the
+//! global `--tls-dir` (mutual TLS with the deployment's brokers).
 
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
 use clap::Args;
+
+static TLS_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Remembers `--tls-dir` for every connection this process makes.
+pub fn set_tls_dir(dir: PathBuf) {
+    let _ = TLS_DIR.set(dir);
+}
+
+/// The client TLS configuration from `--tls-dir`, if given.
+pub fn client_tls() -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    match TLS_DIR.get() {
+        None => Ok(None),
+        Some(dir) => Ok(Some(
+            broker::transport::client_tls_from_dir(dir)
+                .map_err(|e| super::UsageError(format!("--tls-dir: {e}")))?,
+        )),
+    }
+}
+
+/// Connects to `bootstrap` with `retry`, over mutual TLS when `--tls-dir` was given.
+pub async fn connect_to(
+    bootstrap: &str,
+    retry: broker::client::RetryPolicy,
+) -> anyhow::Result<broker::client::Client> {
+    let tls = client_tls()?;
+    broker::client::Client::connect_secure(bootstrap, retry, tls)
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))
+}
 
 /// How to reach a region's brokers.
 #[derive(Debug, Clone, Args)]
@@ -13,6 +47,6 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// Connects and loads metadata.
     pub async fn connect(&self) -> anyhow::Result<broker::client::Client> {
-        Ok(broker::client::Client::connect(&self.bootstrap).await?)
+        connect_to(&self.bootstrap, broker::client::RetryPolicy::default()).await
     }
 }

@@ -106,6 +106,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", topology_path.display()))?;
     }
     let topology = topology::load(&topology_path)?;
+    let client_tls_dir = ensure_certificates(&dir, &topology)?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
 
@@ -183,7 +184,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 bootstrap: bootstrap.join(","),
                 kafka_bootstrap: None,
                 metrics,
-                client_tls_dir: None,
+                client_tls_dir: Some(client_tls_dir.display().to_string()),
             },
         );
     }
@@ -193,7 +194,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", scrape_config.display()))?;
     let runtime = super::runtime()?;
     let outcome = runtime.block_on(async {
-        wait_until_up(&ready, &mut running).await?;
+        let tls = broker::transport::client_tls_from_dir(&client_tls_dir)?;
+        wait_until_up(&ready, &mut running, &tls).await?;
         wait_until_ready(&ready, &mut running).await?;
         let text = serde_json::to_string_pretty(&ready)?;
         let tmp = ready_path.with_extension("json.tmp");
@@ -238,7 +240,7 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
         "# Written by `meridian dev`: a local deployment on loopback addresses.\n\
          [deployment]\nname = \"dev\"\n\n\
          [tls]\ndir = \"tls\"\n\n\
-         [tls.listeners]\nclient = \"off\"\ninter_broker = \"off\"\ninter_region = \"required\"\nkafka = \"off\"\nmetrics = \"off\"\n\n\
+         [tls.listeners]\nclient = \"required\"\ninter_broker = \"required\"\ninter_region = \"required\"\nkafka = \"off\"\nmetrics = \"off\"\n\n\
          [gossip]\n",
     );
     writeln!(text, "keyring = [\"{}\"]\n", dev_gossip_key())?;
@@ -288,6 +290,11 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
             )?;
         }
     }
+    // The dev client (DIR/tls/clients/dev) may do everything a client can.
+    writeln!(
+        text,
+        "[[acls]]\nprincipal = \"{DEV_CLIENT}\"\nactions = [\"produce\", \"consume\", \"create-topic\", \"delete-topic\", \"describe-topic\", \"group-read\", \"group-write\"]\nresource = \"*\"\n"
+    )?;
     // Active/active: every region mirrors every other region's topics.
     for source in REGION_NAMES.iter().take(regions) {
         for target in REGION_NAMES.iter().take(regions).filter(|t| *t != source) {
@@ -301,6 +308,30 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
         }
     }
     Ok(text)
+}
+
+/// The identity of the client credentials `meridian dev` writes.
+const DEV_CLIENT: &str = "meridian://us-east/client/dev";
+
+/// A CA under DIR/ca (made once, reused by later runs on the same DIR), every node's
+/// certificate under DIR/tls as the deployment file expects, and the dev client's
+/// credentials; returns the client TLS directory.
+fn ensure_certificates(dir: &Path, topology: &topology::Topology) -> anyhow::Result<PathBuf> {
+    let ca_dir = dir.join("ca");
+    let ca = if ca_dir.join(::certs::CA_KEY_FILE).exists() {
+        ::certs::Ca::load(&ca_dir)?
+    } else {
+        let ca = ::certs::Ca::generate("meridian-dev-ca")?;
+        ca.save(&ca_dir)?;
+        ca
+    };
+    let tls = topology.base_dir.join(&topology.tls.dir);
+    ::certs::issue_deployment(topology, &ca, &tls, 30)?;
+    let client_dir = tls.join("clients").join("dev");
+    let identity: ::certs::Identity = DEV_CLIENT.parse()?;
+    ca.issue(&::certs::IssueRequest::new(identity))?
+        .save(&client_dir)?;
+    Ok(client_dir)
 }
 
 /// A deterministic-looking but per-run gossip key: `meridian dev` is not for secrets.
@@ -341,7 +372,11 @@ fn free_udp_addr(ip: Ipv4Addr, preferred: u16) -> anyhow::Result<SocketAddr> {
     Ok(socket.local_addr()?)
 }
 
-async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result<()> {
+async fn wait_until_up(
+    ready: &Ready,
+    running: &mut [Running],
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     for (region, info) in &ready.regions {
         let expected = info.bootstrap.split(',').count();
@@ -358,7 +393,12 @@ async fn wait_until_up(ready: &Ready, running: &mut [Running]) -> anyhow::Result
                     }
                 }
                 // Up means: it answers, and the whole region's cluster has formed.
-                if let Ok(client) = broker::client::Client::connect(addr).await
+                let quick = broker::client::RetryPolicy {
+                    attempts: 1,
+                    ..broker::client::RetryPolicy::default()
+                };
+                if let Ok(client) =
+                    broker::client::Client::connect_secure(addr, quick, Some(tls.clone())).await
                     && client.cached_metadata().brokers.len() >= expected
                 {
                     break;
@@ -498,7 +538,10 @@ fn print_tour(dir: &Path, ready: &Ready) {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "meridian".into());
     println!();
-    println!("Try it (in another terminal):");
+    println!("Try it (in another terminal; every connection is mutual TLS):");
+    if let Some(tls) = &ready.regions[first].client_tls_dir {
+        println!("  export MERIDIAN_TLS_DIR={tls}");
+    }
     println!("  {me} topic create orders --partitions 3 --bootstrap {b}");
     println!(
         "  seq 1 1000 | sed 's/.*/key-&:order-&/' | {me} produce orders --key-separator : --acks all --bootstrap {b}"
@@ -539,7 +582,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
         "  prometheus --config.file={}/prometheus.yml   # scrape config for every node",
         dir.display()
     );
-    println!("Not built yet: mTLS, the Kafka listener (see the README).");
+    println!("Not built yet: the Kafka listener (see the README).");
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

@@ -132,9 +132,9 @@ async fn connect(topology: &Topology, region: &str, quick: bool) -> anyhow::Resu
     } else {
         RetryPolicy::default()
     };
-    Client::connect_with_retry(&addrs, retry)
+    super::connect::connect_to(&addrs, retry)
         .await
-        .with_context(|| format!("connecting to region {region} ({addrs})"))
+        .with_context(|| format!("connecting to region {region}"))
 }
 
 fn print_report(report: &FailoverReport, format: Format) -> anyhow::Result<()> {

@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "MERIDIAN_LOG")]
     pub log_level: Option<String>,
 
+    /// Client TLS directory (ca.pem, cert.pem, key.pem) for mutual TLS with the brokers;
+    /// `meridian dev` writes one and names it in ready.json as client_tls_dir.
+    #[arg(long, global = true, env = "MERIDIAN_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +69,9 @@ enum Command {
 
 /// Runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(dir) = cli.tls_dir {
+        connect::set_tls_dir(dir);
+    }
     match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Broker(args) => broker::run(args),

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{BrokerError, ErrorCode, Result};
 use crate::proto::{self, broker_client::BrokerClient};
@@ -132,6 +132,7 @@ struct Inner {
     channels: Mutex<HashMap<String, BrokerClient<Channel>>>,
     meta: Mutex<ClusterMeta>,
     retry: RetryPolicy,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A connection to one region's cluster. Cheap to clone.
@@ -185,6 +186,17 @@ impl Client {
     /// application that must know whether each attempt was appended (without producer
     /// idempotence) uses `attempts: 1` and retries itself.
     pub async fn connect_with_retry(bootstrap: &str, retry: RetryPolicy) -> Result<Self> {
+        Self::connect_secure(bootstrap, retry, None).await
+    }
+
+    /// Like [`Client::connect_with_retry`], over mutual TLS when `tls` is given (see
+    /// [`crate::transport::client_tls_from_dir`]): every broker is verified against the
+    /// deployment CA and sees this client's identity.
+    pub async fn connect_secure(
+        bootstrap: &str,
+        retry: RetryPolicy,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self> {
         let bootstrap: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -202,6 +214,7 @@ impl Client {
                 channels: Mutex::new(HashMap::new()),
                 meta: Mutex::new(ClusterMeta::default()),
                 retry,
+                tls,
             }),
         };
         client.refresh_metadata().await?;
@@ -218,14 +231,9 @@ impl Client {
         if let Some(stub) = channels.get(addr) {
             return Ok(stub.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BrokerError::InvalidRequest {
-                reason: format!("bad broker address {addr:?}: {e}"),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true);
-        let stub = BrokerClient::new(endpoint.connect_lazy())
+        let channel =
+            crate::transport::channel(addr, self.inner.tls.clone(), Duration::from_secs(5))?;
+        let stub = BrokerClient::new(channel)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         channels.insert(addr.to_owned(), stub.clone());
@@ -275,14 +283,38 @@ impl Client {
         if let Some(topic) = self.cached_metadata().topics.get(name) {
             return Ok(topic.clone());
         }
-        self.refresh_metadata()
-            .await?
-            .topics
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownTopic {
-                topic: name.to_owned(),
-            })
+        if let Some(topic) = self.refresh_metadata().await?.topics.get(name) {
+            return Ok(topic.clone());
+        }
+        Err(self.why_unlisted(name).await)
+    }
+
+    /// Why `name` is not in the listing: asked for by name, a broker answers with the
+    /// topic's own error (a refusal names the identity and the rule), else it is unknown.
+    async fn why_unlisted(&self, name: &str) -> BrokerError {
+        let unknown = BrokerError::UnknownTopic {
+            topic: name.to_owned(),
+        };
+        let Some(addr) = self.inner.bootstrap.first().cloned() else {
+            return unknown;
+        };
+        let Ok(mut stub) = self.stub(&addr) else {
+            return unknown;
+        };
+        let request = proto::MetadataRequest {
+            topics: vec![name.to_owned()],
+        };
+        match stub.metadata(request).await {
+            Ok(response) => response
+                .into_inner()
+                .topics
+                .into_iter()
+                .find(|t| {
+                    t.name == name && t.error_code == ErrorCode::TopicAuthorizationFailed.as_i32()
+                })
+                .map_or(unknown, |t| remote_error(t.error_code, t.error_message)),
+            Err(_) => unknown,
+        }
     }
 
     /// The gRPC address of a partition's leader.

@@ -21,7 +21,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::TypeConfig;
@@ -55,15 +55,12 @@ impl Channels {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint =
-            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| TransportError {
+        let channel =
+            crate::transport::channel(addr, crate::transport::node_client_tls(), CONNECT_TIMEOUT)
+                .map_err(|e| TransportError {
                 addr: addr.to_owned(),
-                reason: format!("bad address: {e}"),
+                reason: e.to_string(),
             })?;
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{BrokerError, ErrorCode};
 use crate::partition::Partition;
@@ -81,13 +81,12 @@ pub async fn run_fetcher(partition: Weak<Partition>, target: FetchTarget) {
 }
 
 fn connect(addr: &str) -> Result<BrokerClient<Channel>, BrokerError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| BrokerError::InvalidRequest {
-            reason: format!("bad leader address {addr:?}: {e}"),
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    Ok(BrokerClient::new(endpoint.connect_lazy())
+    let channel = crate::transport::channel(
+        addr,
+        crate::transport::node_client_tls(),
+        Duration::from_secs(2),
+    )?;
+    Ok(BrokerClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }

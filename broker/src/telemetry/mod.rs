@@ -16,11 +16,13 @@ mod endpoint;
 mod events;
 mod gossip_metrics;
 mod snapshot;
+mod tls_metrics;
 
 pub use endpoint::{MetricsEndpoint, ReadyCheck, serve_metrics};
 pub use events::{BrokerEvents, RequestMetrics, RequestMetricsLayer, events};
 pub use gossip_metrics::GossipMetrics;
 pub use snapshot::BrokerGauges;
+pub use tls_metrics::TlsGauges;
 
 /// Registers a collector, which can only fail on a programming error (a name used twice).
 pub(crate) fn register<C: prometheus::core::Collector + Clone + 'static>(

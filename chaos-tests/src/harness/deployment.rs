@@ -176,6 +176,7 @@ replica_lag_max = "10s"
         }
         let topology = dir.join("topology.toml");
         std::fs::write(&topology, text).map_err(io(format!("write {}", topology.display())))?;
+        issue_certificates(&topology)?;
         Ok(Self {
             topology,
             regions,
@@ -194,4 +195,21 @@ replica_lag_max = "10s"
             .collect();
         addrs.join(",")
     }
+}
+
+/// A fresh CA and every node's certificate under the deployment's `tls` directory, as
+/// an operator would with `meridian certs init-ca` and `issue-deployment`: mirror flows
+/// run over mutual TLS.
+fn issue_certificates(topology_path: &Path) -> Result<(), ChaosError> {
+    let failed = |what: &str, reason: String| ChaosError::Io {
+        what: format!("{what} for {}", topology_path.display()),
+        source: std::io::Error::other(reason),
+    };
+    let topology =
+        topology::load(topology_path).map_err(|e| failed("load the deployment", e.to_string()))?;
+    let ca = certs::Ca::generate("chaos-ca").map_err(|e| failed("create a CA", e.to_string()))?;
+    let out = topology.base_dir.join(&topology.tls.dir);
+    certs::issue_deployment(&topology, &ca, &out, 2)
+        .map_err(|e| failed("issue certificates", e.to_string()))?;
+    Ok(())
 }

@@ -314,6 +314,16 @@ async fn metrics_follow_traffic_mirror_lag_and_a_lost_replica() {
         m.sum("meridian_mirror_lag_seconds", &[("topic", "orders")]),
         0.0
     );
+    // The mirror reached r1 over mutual TLS: r1's brokers counted its handshakes, and the
+    // worker reports its certificate's remaining life.
+    assert!(
+        sum_over(
+            &r1_addrs,
+            "meridian_tls_handshakes_total",
+            &[("side", "server")]
+        ) >= 1.0
+    );
+    assert!(m.sum("meridian_tls_certificate_expiry_seconds", &[]) > 86_400.0);
     let latency = m.histogram(
         "meridian_mirror_replication_latency_seconds",
         &[("flow", "r1->r2")],

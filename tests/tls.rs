@@ -189,6 +189,21 @@ topics = {{ include = [".*"], exclude = [] }}
     }
 }
 
+/// The certificate the broker presents to a new TLS connection.
+async fn presented_certificate(
+    d: &Deployment,
+    tls_dir: &Path,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let material = certs::TlsMaterial::load(tls_dir).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(certs::client_config(&material).unwrap());
+    let tcp = tokio::net::TcpStream::connect(d.grpc).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(d.grpc.ip().into());
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
 fn quick() -> RetryPolicy {
     RetryPolicy {
         attempts: 2,
@@ -381,6 +396,7 @@ async fn mutual_tls_refuses_bad_peers_and_authorizes_by_identity() {
         long > 300.0 * 86_400.0,
         "issue-deployment's default validity: {long}"
     );
+    let original = presented_certificate(&d, &app_dir).await;
     let ca = certs::Ca::load(&d.path("ca")).unwrap();
     let mut rotated = certs::IssueRequest::new("meridian://eu-west/broker/b1".parse().unwrap());
     rotated.days = 5;
@@ -399,10 +415,24 @@ async fn mutual_tls_refuses_bad_peers_and_authorizes_by_identity() {
         .await
         .expect("the existing connection survives the rotation");
     assert_eq!(ends.get(&0), Some(&2), "the two records appended before");
+    let rotated_pem = std::fs::read(d.path("tls/eu-west/b1/cert.pem")).unwrap();
+    let rotated_der = rustls::pki_types::CertificateDer::pem_slice_iter(&rotated_pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_ne!(original, rotated_der, "a new certificate was written");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while presented_certificate(&d, &app_dir).await != rotated_der {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new connections never presented the rotated certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let fresh = d
         .client(&app_dir)
         .await
-        .expect("new handshakes use the rotated certificate");
+        .expect("new connections work after the rotation");
     fresh.refresh_metadata().await.unwrap();
     assert!(d.broker.id() > 0, "same broker process throughout");
 }

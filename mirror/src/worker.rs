@@ -176,9 +176,13 @@ fn metrics_endpoint(
     );
     let gauges = crate::metrics::MirrorGauges::register(endpoint.registry());
     let gossip_metrics = broker::telemetry::GossipMetrics::register(endpoint.registry());
+    // The worker's client handshakes, and its certificate's remaining life.
+    let cert = view.tls.cert.exists().then(|| view.tls.cert.clone());
+    let tls_metrics = broker::telemetry::TlsGauges::register(endpoint.registry(), cert.is_some());
     endpoint.on_scrape(move || {
         gauges.refresh(&owned);
         gossip_metrics.refresh(&gossip);
+        tls_metrics.refresh(cert.as_deref());
     });
     endpoint
 }

@@ -46,9 +46,9 @@ resource = "*"
 TOML
   local tls=()
   if [[ $mode == required ]]; then
-    "$bin" certs init-ca --out "$work/ca" >/dev/null
-    "$bin" certs issue-deployment --topology "$work/topology.toml" --ca "$work/ca" >/dev/null
-    "$bin" certs issue --ca "$work/ca" --region bench --role client --name bench --out "$work/client" >/dev/null
+    "$bin" certs init-ca --out "$work/ca" >/dev/null 2>&1
+    "$bin" certs issue-deployment --topology "$work/topology.toml" --ca "$work/ca" >/dev/null 2>&1
+    "$bin" certs issue --ca "$work/ca" --region bench --role client --name bench --out "$work/client" >/dev/null 2>&1
     tls=(--tls-dir "$work/client")
   fi
   "$bin" broker --topology "$work/topology.toml" --node bench/b1 2>"$work/broker.log" &

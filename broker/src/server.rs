@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tonic::{Request, Response, Status};
 
-use crate::controller::{BrokerRegistration, Controller, ControllerConfig};
+use crate::controller::{BrokerRegistration, Controller, ControllerConfig, ControllerHandle};
 use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode};
 use crate::node::{BrokerNode, NewTopic};
@@ -722,6 +722,53 @@ fn group_listings(node: &BrokerNode) -> Vec<proto::GroupListing> {
         .collect()
 }
 
+/// Turns gossip's failure detection into fencing hints for the controller: a broker of
+/// this region that SWIM declares down is fenced by the active controller without
+/// waiting for its session timeout (the controller ignores the hint elsewhere). The view
+/// is re-read every few seconds too, so a controller elected after the event (the dead
+/// broker may have been the controller) still acts on it.
+async fn fence_on_gossip_hints(
+    membership: Arc<gossip::GossipHandle>,
+    controller: ControllerHandle,
+    region: String,
+) {
+    let mut events = membership.subscribe();
+    let mut rescan = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                if matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = rescan.tick() => {}
+        }
+        let brokers: Vec<gossip::Member> = membership
+            .members()
+            .into_iter()
+            .filter(|m| m.identity.role == gossip::Role::Broker && m.identity.region == region)
+            .collect();
+        // A restarted broker rejoins with a higher incarnation while its old one may still
+        // be listed as down: only a name with no live incarnation is a hint.
+        let down: std::collections::BTreeSet<String> = brokers
+            .iter()
+            .filter(|m| m.state == gossip::MemberState::Down)
+            .filter(|m| {
+                !brokers.iter().any(|other| {
+                    other.identity.name == m.identity.name
+                        && other.state != gossip::MemberState::Down
+                })
+            })
+            .map(|m| m.identity.name.clone())
+            .collect();
+        for name in down {
+            if let Err(err) = controller.fence_on_gossip_hint(&name).await {
+                tracing::warn!(%region, broker = %name, %err, "could not act on the gossip hint; the session timeout still applies");
+            }
+        }
+    }
+}
+
 /// Joins the region's SWIM gossip (foca, encrypted with the deployment's keyring) so
 /// that `meridian members` shows who is alive. The incarnation is the start time, so a
 /// restarted broker rejoins above its previous self.
@@ -892,6 +939,11 @@ pub async fn serve(
     };
     let registering_abort = registering.abort_handle();
     let membership = Arc::new(join_gossip(view, grpc_addr).await?);
+    let gossip_hints = tokio::spawn(fence_on_gossip_hints(
+        membership.clone(),
+        controller.clone(),
+        view.region.clone(),
+    ));
     let metrics = crate::telemetry::serve_metrics(
         view.metrics_addr,
         Arc::new(broker_metrics(
@@ -942,6 +994,7 @@ pub async fn serve(
     housekeeping.abort();
     reconciler.abort();
     metrics.abort();
+    gossip_hints.abort();
     replication.abort();
     // Leave gracefully when no connection task still holds the service; otherwise the
     // others see this broker go down by failure detection instead.

@@ -496,6 +496,24 @@ impl ControllerHandle {
         .map(|_| ())
     }
 
+    /// Gossip declared broker `name` of this region down: the active controller fences it
+    /// at once instead of waiting out its session timeout, so its partitions get new
+    /// leaders sooner. Elsewhere (or for a broker already fenced, or unknown) a no-op.
+    /// A wrong hint heals itself: a live broker's next heartbeat unfences it.
+    pub async fn fence_on_gossip_hint(&self, name: &str) -> Result<bool> {
+        if !self.is_leader() {
+            return Ok(false);
+        }
+        let state = self.current();
+        let Some(broker) = state.brokers.values().find(|b| b.name == name && !b.fenced) else {
+            return Ok(false);
+        };
+        let id = broker.id;
+        tracing::warn!(broker = id, name, region = %self.inner.config.region, "fencing broker: gossip declared it down (before its session timeout)");
+        self.propose(Command::FenceBroker { id }).await?;
+        Ok(true)
+    }
+
     /// Whether this node is the active controller (Raft leader) right now.
     pub fn is_leader(&self) -> bool {
         self.inner.is_leader()

@@ -214,6 +214,24 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     values.sort_unstable();
     assert_eq!(values, ["a", "b", "c"]);
 
+    // Gossip's shared state carries each mirror worker's flow summary to every node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = support::meridian()
+            .args(["--tls-dir", &tls, "members", "--bootstrap", &bootstrap])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("shared mirror/eu-west/m1: us-east->eu-west:") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow summary of eu-west/m1 in gossip: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // A node that dies stays dead (a real crash), and dev keeps running.
     let victim = nodes.iter().rfind(|n| n["role"] == "broker").unwrap()["pid"]
         .as_i64()

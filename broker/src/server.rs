@@ -694,7 +694,12 @@ impl broker_server::Broker for BrokerService {
                 metrics_addr: m.identity.metrics.clone().unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(proto::MembersResponse { members }))
+        let shared = gossip
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        Ok(Response::new(proto::MembersResponse { members, shared }))
     }
 
     async fn list_groups(

@@ -133,6 +133,10 @@ pub async fn run(
                     .map(|(key, r)| (key.clone(), (r.task.clone(), r.progress.clone())))
                     .collect();
                 planned.store(true, std::sync::atomic::Ordering::Relaxed);
+                let summary = flow_summary(&running);
+                if let Err(err) = gossip.set(&format!("mirror/{}/{}", view.region, view.name), summary).await {
+                    tracing::debug!(%err, "could not publish the flow summary in gossip");
+                }
             }
         }
     }
@@ -268,6 +272,36 @@ fn reconcile(
             },
         );
     }
+}
+
+/// This worker's per-flow summary for the gossip's shared state (`meridian members`
+/// shows it): partitions owned, records behind, latest heartbeat latency. Kept under
+/// the shared state's entry size.
+fn flow_summary(running: &BTreeMap<String, Running>) -> String {
+    let mut by_flow: BTreeMap<String, (usize, i64, Option<i64>)> = BTreeMap::new();
+    for (key, copier) in running {
+        let progress = copier.progress.lock().expect("progress").clone();
+        let flow = key.split('/').next().unwrap_or_default().to_string();
+        let entry = by_flow.entry(flow).or_default();
+        entry.0 += 1;
+        entry.1 += progress.lag();
+        if progress.heartbeat_latency_ms.is_some() {
+            entry.2 = progress.heartbeat_latency_ms;
+        }
+    }
+    let mut text = by_flow
+        .iter()
+        .map(|(flow, (partitions, lag, latency))| {
+            let latency = latency.map_or("-".to_owned(), |ms| format!("{ms} ms"));
+            format!("{flow}: {partitions} partitions, lag {lag}, heartbeat {latency}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if text.is_empty() {
+        text = "no partitions owned".to_owned();
+    }
+    text.truncate(gossip::MAX_ENTRY_BYTES - 100);
+    text
 }
 
 fn log_progress(running: &BTreeMap<String, Running>) {

@@ -18,7 +18,8 @@ pub struct MembersArgs {
 pub fn run(args: MembersArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let client = args.connect.connect().await?;
-        let mut members = client.members().await?;
+        let view = client.membership().await?;
+        let mut members = view.members;
         members.sort_by(|a, b| (&a.region, &a.name).cmp(&(&b.region, &b.name)));
         if !args.json {
             println!(
@@ -39,6 +40,17 @@ pub fn run(args: MembersArgs) -> anyhow::Result<()> {
                     "{:<10} {:<8} {:<7} {:<8} {:>14}  {:<22} {:<22}",
                     m.region, m.name, m.role, m.state, m.incarnation, m.grpc_addr, m.gossip_addr
                 );
+            }
+        }
+        // Shared state every node converges on without a leader: the mirror workers'
+        // per-flow summaries, among others.
+        let mut shared: Vec<(String, String)> = view.shared.into_iter().collect();
+        shared.sort();
+        for (key, value) in shared {
+            if args.json {
+                println!("{}", serde_json::json!({"shared": key, "value": value}));
+            } else {
+                println!("shared {key}: {value}");
             }
         }
         Ok(())

@@ -542,12 +542,15 @@ impl Client {
 
     /// The membership view of the broker that answers (its region's gossip).
     pub async fn members(&self) -> Result<Vec<proto::Member>> {
-        let response = self
-            .call_any(proto::MembersRequest {}, |mut stub, r| async move {
-                stub.members(r).await
-            })
-            .await?;
-        Ok(response.members)
+        Ok(self.membership().await?.members)
+    }
+
+    /// The membership view and the gossip's shared state (CRDT map) of a broker.
+    pub async fn membership(&self) -> Result<proto::MembersResponse> {
+        self.call_any(proto::MembersRequest {}, |mut stub, r| async move {
+            stub.members(r).await
+        })
+        .await
     }
 
     /// Every group with committed offsets, with the topics it committed on.

@@ -6,83 +6,16 @@
 
 mod support;
 
-use support::deployment::{Running, create, produce};
+use support::deployment::{Running, assert_exact_copy, create, produce, wait_caught_up};
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use broker::client::{Client, OffsetSpec};
-use chaos_tests::check::{mirror_exact, no_loops};
+use broker::client::Client;
+use chaos_tests::check::no_loops;
 use chaos_tests::harness::deployment::DeploymentSpec;
 use chaos_tests::harness::readback::read_topic;
-
-/// Waits until every partition of `remote` in the target has reached the source's end.
-async fn wait_caught_up(
-    source: &Client,
-    topic: &str,
-    target: &Client,
-    remote: &str,
-    running: &Running,
-) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let src = source
-            .list_offsets(topic, OffsetSpec::Latest)
-            .await
-            .unwrap();
-        let dst = target
-            .list_offsets(remote, OffsetSpec::Latest)
-            .await
-            .unwrap_or_default();
-        if !src.is_empty() && src.iter().all(|(p, end)| dst.get(p) == Some(end)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{remote} never caught up: source {src:?}, remote {dst:?}\n{}",
-            running.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn assert_exact_copy(
-    source: &Client,
-    src_region: &str,
-    target: &Client,
-    dst_region: &str,
-    topic: &str,
-) {
-    let remote = format!("{src_region}.{topic}");
-    let source_logs = read_topic(source, src_region, topic, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let remote_logs = read_topic(target, dst_region, &remote, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(
-        source_logs.len(),
-        remote_logs.len(),
-        "partition counts differ"
-    );
-    let pairs: Vec<_> = source_logs
-        .iter()
-        .zip(&remote_logs)
-        .map(|(s, r)| mirror_exact::MirrorPair {
-            source: s,
-            remote: r,
-        })
-        .collect();
-    let found = mirror_exact::check(&pairs, true);
-    assert!(
-        found.verdict.passed(),
-        "{remote} is not an exact copy: {:#?}",
-        found.verdict
-    );
-    let records: usize = remote_logs.iter().map(|l| l.records.len()).sum();
-    assert!(records > 0, "nothing was compared");
-}
 
 async fn topics(client: &Client) -> Vec<String> {
     client

@@ -875,6 +875,7 @@ pub async fn serve(
             reason: format!("{}/{} has no data_dir", view.region, view.name),
         })?;
     let claim = DataDir::claim(&data_dir, &format!("{}/{}", view.region, view.name))?;
+    crate::transport::set_node_source_ip(grpc_addr.ip());
     let node_tls = crate::transport::NodeTls::load(view)?;
     if let Some(tls) = &node_tls {
         crate::transport::set_node_client_tls(tls.client.clone());

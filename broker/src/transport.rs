@@ -23,6 +23,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::BrokerError;
 
+/// How often an idle or busy channel pings its peer (HTTP/2 PING).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the connection is declared dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a peer has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -287,6 +292,18 @@ pub fn client_tls_from_dir(
     Ok(tls.config)
 }
 
+/// The address this node speaks from: its own address in the deployment file, so that
+/// peers and firewalls see connections come from where the node is known to be.
+static NODE_SOURCE_IP: OnceLock<std::net::IpAddr> = OnceLock::new();
+
+/// Makes every channel this process opens connect from `ip` (ignored when unspecified,
+/// e.g. a node listening on 0.0.0.0); later calls are ignored.
+pub fn set_node_source_ip(ip: std::net::IpAddr) {
+    if !ip.is_unspecified() {
+        let _ = NODE_SOURCE_IP.set(ip);
+    }
+}
+
 /// The client TLS configuration this process uses for broker-to-broker channels
 /// (replication, controller), set once at start when the node has TLS material.
 static NODE_CLIENT_TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
@@ -314,11 +331,18 @@ pub fn channel(
         })?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        .http2_adaptive_window(true)
+        // A silently cut link (no RST) is detected by HTTP/2 pings within ~10 s; the
+        // channel then reconnects, instead of waiting out TCP's retransmission backoff.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let source = NODE_SOURCE_IP.get().copied();
     Ok(match tls {
-        None => endpoint.connect_lazy(),
+        None => endpoint.local_address(source).connect_lazy(),
         Some(config) => endpoint.connect_with_connector_lazy(TlsConnect {
             connector: TlsConnector::from(config),
+            source,
         }),
     })
 }
@@ -327,6 +351,7 @@ pub fn channel(
 #[derive(Clone)]
 struct TlsConnect {
     connector: TlsConnector,
+    source: Option<std::net::IpAddr>,
 }
 
 impl tower::Service<Uri> for TlsConnect {
@@ -340,10 +365,11 @@ impl tower::Service<Uri> for TlsConnect {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.connector.clone();
+        let source = self.source;
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_owned();
             let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = connect_from(source, &host, port).await?;
             tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
@@ -369,6 +395,36 @@ impl tower::Service<Uri> for TlsConnect {
             }
         })
     }
+}
+
+/// A TCP connection to `host:port`, from `source` when given.
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    host: &str,
+    port: u16,
+) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) if source.is_ipv4() => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) if source.is_ipv6() => tokio::net::TcpSocket::new_v6()?,
+            _ => continue,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("no address of {host} reachable from {source}"),
+        )
+    }))
 }
 
 /// A node's TLS: its listener's security and configurations, from the deployment file's

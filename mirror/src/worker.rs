@@ -60,6 +60,8 @@ pub async fn run(
             region: view.region.clone(),
         });
     }
+    // Connections leave from the worker's own address, as peers and firewalls know it.
+    broker::transport::set_node_source_ip(view.gossip_addr.ip());
     let gossip = join_gossip(topology, view).await?;
     let owned: crate::metrics::OwnedPartitions = Arc::default();
     let planned = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -274,26 +276,48 @@ fn reconcile(
     }
 }
 
+/// One flow's totals over the partitions this worker copies.
+#[derive(Debug, Default)]
+struct FlowTotals {
+    partitions: usize,
+    lag: i64,
+    copied: u64,
+    gaps: usize,
+    heartbeat_latency_ms: Option<i64>,
+}
+
+/// Totals per flow (work keys are `FLOW/TOPIC/PARTITION`), for logs and gossip.
+fn flow_totals(running: &BTreeMap<String, Running>) -> BTreeMap<String, FlowTotals> {
+    let mut by_flow: BTreeMap<String, FlowTotals> = BTreeMap::new();
+    for (key, copier) in running {
+        let progress = copier.progress.lock().expect("progress").clone();
+        let flow = key.split('/').next().unwrap_or_default().to_string();
+        let totals = by_flow.entry(flow).or_default();
+        totals.partitions += 1;
+        totals.lag += progress.lag();
+        totals.copied += progress.copied_records;
+        totals.gaps += progress.gaps.len();
+        if progress.heartbeat_latency_ms.is_some() {
+            totals.heartbeat_latency_ms = progress.heartbeat_latency_ms;
+        }
+    }
+    by_flow
+}
+
 /// This worker's per-flow summary for the gossip's shared state (`meridian members`
 /// shows it): partitions owned, records behind, latest heartbeat latency. Kept under
 /// the shared state's entry size.
 fn flow_summary(running: &BTreeMap<String, Running>) -> String {
-    let mut by_flow: BTreeMap<String, (usize, i64, Option<i64>)> = BTreeMap::new();
-    for (key, copier) in running {
-        let progress = copier.progress.lock().expect("progress").clone();
-        let flow = key.split('/').next().unwrap_or_default().to_string();
-        let entry = by_flow.entry(flow).or_default();
-        entry.0 += 1;
-        entry.1 += progress.lag();
-        if progress.heartbeat_latency_ms.is_some() {
-            entry.2 = progress.heartbeat_latency_ms;
-        }
-    }
-    let mut text = by_flow
+    let mut text = flow_totals(running)
         .iter()
-        .map(|(flow, (partitions, lag, latency))| {
-            let latency = latency.map_or("-".to_owned(), |ms| format!("{ms} ms"));
-            format!("{flow}: {partitions} partitions, lag {lag}, heartbeat {latency}")
+        .map(|(flow, t)| {
+            let latency = t
+                .heartbeat_latency_ms
+                .map_or("-".to_owned(), |ms| format!("{ms} ms"));
+            format!(
+                "{flow}: {} partitions, lag {}, heartbeat {latency}",
+                t.partitions, t.lag
+            )
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -305,21 +329,8 @@ fn flow_summary(running: &BTreeMap<String, Running>) -> String {
 }
 
 fn log_progress(running: &BTreeMap<String, Running>) {
-    let mut by_flow: BTreeMap<String, (usize, i64, u64, usize, Option<i64>)> = BTreeMap::new();
-    for (key, copier) in running {
-        let progress = copier.progress.lock().expect("progress").clone();
-        let flow = key.split('/').next().unwrap_or_default().to_string();
-        let entry = by_flow.entry(flow).or_default();
-        entry.0 += 1;
-        entry.1 += progress.lag();
-        entry.2 += progress.copied_records;
-        entry.3 += progress.gaps.len();
-        if progress.heartbeat_latency_ms.is_some() {
-            entry.4 = progress.heartbeat_latency_ms;
-        }
-    }
-    for (flow, (partitions, lag, copied, gaps, latency)) in by_flow {
-        tracing::info!(%flow, partitions, lag_records = lag, copied_records = copied, retention_gaps = gaps, heartbeat_latency_ms = latency.unwrap_or(-1), "mirror progress");
+    for (flow, t) in flow_totals(running) {
+        tracing::info!(%flow, partitions = t.partitions, lag_records = t.lag, copied_records = t.copied, retention_gaps = t.gaps, heartbeat_latency_ms = t.heartbeat_latency_ms.unwrap_or(-1), "mirror progress");
     }
 }
 

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use broker::client::{Acks, Client, Producer, ProducerConfig, RetryPolicy, TopicSpec};
+use broker::client::{Acks, Client, OffsetSpec, Producer, ProducerConfig, RetryPolicy, TopicSpec};
 use broker::record::Record;
 use bytes::Bytes;
+use chaos_tests::check::mirror_exact;
 use chaos_tests::harness::deployment::{Deployment, DeploymentSpec};
 use chaos_tests::harness::process::NodeProcess;
+use chaos_tests::harness::readback::read_topic;
 
 /// The deployment and its node processes (brokers started; mirrors created, not started).
 pub struct Running {
@@ -131,4 +133,73 @@ pub async fn produce(client: &Client, topic: &str, prefix: &str, n: u64) {
     for p in pending {
         p.await.expect("acks=all produce");
     }
+}
+
+/// Waits until every partition of `remote` in the target has reached the source's end.
+pub async fn wait_caught_up(
+    source: &Client,
+    topic: &str,
+    target: &Client,
+    remote: &str,
+    running: &Running,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let src = source
+            .list_offsets(topic, OffsetSpec::Latest)
+            .await
+            .unwrap();
+        let dst = target
+            .list_offsets(remote, OffsetSpec::Latest)
+            .await
+            .unwrap_or_default();
+        if !src.is_empty() && src.iter().all(|(p, end)| dst.get(p) == Some(end)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{remote} never caught up: source {src:?}, remote {dst:?}\n{}",
+            running.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asserts that `SRC_REGION.topic` in the target equals `topic` in the source, record
+/// for record (the chaos checker's mirror-exactly-once invariant).
+pub async fn assert_exact_copy(
+    source: &Client,
+    src_region: &str,
+    target: &Client,
+    dst_region: &str,
+    topic: &str,
+) {
+    let remote = format!("{src_region}.{topic}");
+    let source_logs = read_topic(source, src_region, topic, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let remote_logs = read_topic(target, dst_region, &remote, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        source_logs.len(),
+        remote_logs.len(),
+        "partition counts differ"
+    );
+    let pairs: Vec<_> = source_logs
+        .iter()
+        .zip(&remote_logs)
+        .map(|(s, r)| mirror_exact::MirrorPair {
+            source: s,
+            remote: r,
+        })
+        .collect();
+    let found = mirror_exact::check(&pairs, true);
+    assert!(
+        found.verdict.passed(),
+        "{remote} is not an exact copy: {:#?}",
+        found.verdict
+    );
+    let records: usize = remote_logs.iter().map(|l| l.records.len()).sum();
+    assert!(records > 0, "nothing was compared");
 }

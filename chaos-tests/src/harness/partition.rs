@@ -1,0 +1,90 @@
+//! Network partitions between groups of loopback addresses, with iptables DROP rules on
+//! the OUTPUT chain (every loopback packet passes it): packets vanish, connections hang
+//! and retransmit, as across a cut inter-region link; other addresses are untouched.
+//!
+//! Needs root and `iptables` (Debian package iptables); [`Cut::available`] says whether
+//! this machine can. Dropping the value heals the link, so a failing test never leaves a
+//! cut behind. (This kernel has no `sch_netem`, so added delay is not available here.)
+
+use std::process::Command;
+
+use crate::error::ChaosError;
+
+/// An active cut between two address groups, both directions.
+#[derive(Debug)]
+pub struct Cut {
+    rules: Vec<(String, String)>,
+}
+
+fn iptables(args: &[&str]) -> Result<(), ChaosError> {
+    let out = Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(|e| ChaosError::Io {
+            what: format!("run iptables {}", args.join(" ")),
+            source: e,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ChaosError::Io {
+            what: format!("iptables {}", args.join(" ")),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        })
+    }
+}
+
+impl Cut {
+    /// Whether this machine can cut loopback links, and if not, why.
+    pub fn available() -> Result<(), String> {
+        match Command::new("iptables")
+            .args(["-L", "OUTPUT", "-n"])
+            .output()
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "iptables cannot change rules here (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!(
+                "iptables is not installed (apt-get install iptables): {e}"
+            )),
+        }
+    }
+
+    /// Drops every packet between an address of `a` and one of `b` (each `ADDR` or
+    /// `ADDR/PREFIX`, like `127.0.1.0/24`), both ways, until healed.
+    pub fn between(a: &[&str], b: &[&str]) -> Result<Cut, ChaosError> {
+        let mut cut = Cut { rules: Vec::new() };
+        for x in a {
+            for y in b {
+                for (src, dst) in [(x, y), (y, x)] {
+                    iptables(&["-I", "OUTPUT", "-s", src, "-d", dst, "-j", "DROP"])?;
+                    cut.rules.push(((*src).to_owned(), (*dst).to_owned()));
+                }
+            }
+        }
+        Ok(cut)
+    }
+
+    /// Restores the link now (also done on drop).
+    pub fn heal(mut self) -> Result<(), ChaosError> {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> Result<(), ChaosError> {
+        let mut first_error = None;
+        for (src, dst) in std::mem::take(&mut self.rules) {
+            if let Err(err) = iptables(&["-D", "OUTPUT", "-s", &src, "-d", &dst, "-j", "DROP"]) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}

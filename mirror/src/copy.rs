@@ -299,11 +299,7 @@ async fn copy_partition(
                         let start = starts.get(&task.partition).copied().unwrap_or(position);
                         let gap = progress.lock().expect("progress").skip_deleted(start);
                         if let Some(gap) = gap {
-                            tracing::error!(
-                                from = gap.from,
-                                to = gap.to,
-                                "retention gap: the source deleted records before they were mirrored"
-                            );
+                            note_gap(&task, &target, &gap).await;
                             position = gap.to;
                         } else {
                             retrying(
@@ -414,15 +410,43 @@ async fn resume(
         .get(&task.partition)
         .copied()
         .unwrap_or(0);
-    let mut progress = progress.lock().expect("progress");
-    if let Some(gap) = progress.resume(remote_end, remote_end <= remote_start, source_start) {
-        tracing::error!(
-            from = gap.from,
-            to = gap.to,
-            "retention gap: the source deleted records before they were mirrored"
-        );
+    let (gap, position) = {
+        let mut progress = progress.lock().expect("progress");
+        let gap = progress.resume(remote_end, remote_end <= remote_start, source_start);
+        (gap, progress.position)
+    };
+    if let Some(gap) = gap {
+        note_gap(task, target, &gap).await;
     }
-    Ok(progress.position)
+    Ok(position)
+}
+
+/// Reports a retention gap: an error line now, and a durable record in the flow's gap
+/// topic in the target region (status shows it for good; retried a few times).
+async fn note_gap(task: &CopyTask, target: &Client, gap: &Gap) {
+    tracing::error!(
+        from = gap.from,
+        to = gap.to,
+        lost = gap.to - gap.from,
+        "retention gap: the source deleted records before they were mirrored"
+    );
+    let source = task.flow.split("->").next().unwrap_or_default();
+    let record = crate::gaps::GapRecord {
+        topic: task.source_topic.clone(),
+        partition: task.partition,
+        from: gap.from,
+        to: gap.to,
+        found_at_ms: gap.found_at_ms,
+    };
+    for attempt in 1..=5 {
+        match crate::gaps::record_gap(target, source, &record).await {
+            Ok(()) => return,
+            Err(err) if attempt == 5 => {
+                tracing::error!(%err, "could not record the retention gap durably; it stays in this worker's log and metrics")
+            }
+            Err(_) => tokio::time::sleep(RETRY_BACKOFF).await,
+        }
+    }
 }
 
 async fn retrying(progress: &Mutex<Progress>, err: &BrokerError, stop: &mut watch::Receiver<bool>) {

@@ -15,6 +15,7 @@
 //! - [`translate`]: a group's exact positions in the target region (pure).
 //! - [`checkpoint`]: durable, continuously followed group positions in the target region.
 //! - [`failover`]: `meridian failover`: commit, verify, report.
+//! - [`gaps`]: the durable record of retention gaps (`_meridian.gaps.<source>`).
 //! - [`metrics`]: the worker's Prometheus metrics (copy progress, lag, latency, checkpoints).
 //! - [`status`]: `meridian mirror status`, from the two regions' brokers.
 //! - [`worker`]: the `meridian mirror` process shell that ties them together.
@@ -27,6 +28,7 @@ pub mod checkpoint;
 pub mod copy;
 pub mod error;
 pub mod failover;
+pub mod gaps;
 pub mod heartbeat;
 pub mod metrics;
 pub mod ownership;

@@ -47,7 +47,8 @@ pub struct PartitionStatus {
     pub lag_records: i64,
     /// Age of the oldest unmirrored source record, seconds (0 when caught up).
     pub lag_seconds: f64,
-    /// Records gone from the source before being mirrored.
+    /// Records gone from the source before being mirrored: gaps the copier recorded in
+    /// `_meridian.gaps.<source>`, plus any it has not reached yet.
     pub gap_records: i64,
     /// Seconds since the flow's latest checkpoint, if any.
     pub checkpoint_age_seconds: Option<f64>,
@@ -88,6 +89,7 @@ pub async fn flow_status(
 ) -> Result<Vec<PartitionStatus>> {
     let meta = source.refresh_metadata().await?;
     let checkpoints = read_checkpoints(target, translator.source()).await?;
+    let recorded_gaps = crate::gaps::read_gaps(target, translator.source()).await?;
     let now = now_ms();
     let checkpoint_age = checkpoints
         .all()
@@ -114,6 +116,12 @@ pub async fn flow_status(
             let start = starts.get(&partition).copied().unwrap_or(0);
             let hw = ends.get(&partition).copied().unwrap_or(0);
             let mirrored = mirrored_ends.get(&partition).copied().unwrap_or(0);
+            // Gaps the copier already moved past, from the durable record.
+            let recorded: i64 = recorded_gaps
+                .iter()
+                .filter(|g| &g.topic == topic && g.partition == partition)
+                .map(crate::gaps::GapRecord::records)
+                .sum();
             let lag_seconds = if mirrored < hw {
                 match record_at(source, topic, partition, mirrored.max(start)).await? {
                     Some(r) => (now - r.timestamp_ms).max(0) as f64 / 1000.0,
@@ -133,9 +141,13 @@ pub async fn flow_status(
                 mirrored,
                 lag_records: (hw - mirrored).max(0),
                 lag_seconds,
-                gap_records: (start - mirrored).max(0),
+                gap_records: (start - mirrored).max(0) + recorded,
                 checkpoint_age_seconds: checkpoint_age,
-                state: classify(start, hw, mirrored, lag_seconds),
+                state: if recorded > 0 {
+                    MirrorState::Gap
+                } else {
+                    classify(start, hw, mirrored, lag_seconds)
+                },
             });
         }
     }

@@ -7,7 +7,9 @@ worker in b on 127.0.0.72. Sends 100 records/s for DURATION seconds and prints p
 and max over every record received, as one JSON line.
 
 Usage: CARGO_TARGET_DIR=... scripts/bench-mirror-latency.py [DURATION_S]
-(builds nothing: run `cargo build --release --bin meridian` first)."""
+(builds nothing: run `cargo build --release --bin meridian` first).
+DELAY_MS=50: the mirror reaches region a through scripts/delay_proxy.py, adding 50 ms each
+way (a 100 ms round trip; needs root for the iptables redirect)."""
 import json, os, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,6 +20,7 @@ binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "
 work = tempfile.mkdtemp()
 topology = os.path.join(work, "topology.toml")
 open(topology, "w").write(two_regions.topology("bench-latency", "127.0.0.70", "127.0.0.71", ["127.0.0.72"], 1, "^lat$"))
+two_regions.certificates(binary, topology)
 procs = []
 def spawn(*args, **kw):
     p = subprocess.Popen([binary, *args], **kw)
@@ -34,6 +37,13 @@ try:
         if time.time() > deadline:
             sys.exit("region a never came up")
         time.sleep(0.5)
+    if os.environ.get("DELAY_MS"):
+        proxy = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "delay_proxy.py"),
+                                  "--listen", "127.0.0.73:9090", "--to", "127.0.0.70:9090",
+                                  "--delay-ms", os.environ["DELAY_MS"], "--redirect-from", "127.0.0.72"],
+                                 stdout=log, stderr=log)
+        procs.append(proxy)
+        time.sleep(1)
     spawn("mirror", "--topology", topology, "--node", "b/m1", stdout=log, stderr=log)
     while run("topic", "describe", "a.lat", "--bootstrap", "127.0.0.71:9090").returncode != 0:
         if time.time() > deadline:

@@ -18,6 +18,7 @@ binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "
 work = tempfile.mkdtemp()
 topology = os.path.join(work, "topology.toml")
 open(topology, "w").write(two_regions.topology("bench-takeover", "127.0.0.80", "127.0.0.81", ["127.0.0.82", "127.0.0.83"], 8, "^t$"))
+two_regions.certificates(binary, topology)
 procs = {}
 log = open(os.path.join(work, "nodes.log"), "w")
 def spawn(name, *args, **kw):

@@ -7,6 +7,8 @@
 # planning excluded). Prints one JSON line per run with both rates and their ratio.
 #
 # Usage: scripts/bench-mirror.sh [RECORDS] [RECORD_SIZE] [PARTITIONS]      RUNS=3 for more runs
+#   DELAY_MS=50   the mirror crosses a delay proxy (scripts/delay_proxy.py, root) adding 50 ms
+#                 each way to its connections to region a: a 100 ms round trip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -34,11 +36,19 @@ wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/"$1"/"$2") 2>/dev/null &
 for run in $(seq 1 "$runs"); do
   work=$(mktemp -d)
   topology >"$work/topology.toml"
+  python3 scripts/two_regions.py --certs "$bin" "$work/topology.toml"
   "$bin" broker --topology "$work/topology.toml" --node a/b1 >"$work/a.log" 2>&1 & pids+=($!)
   "$bin" broker --topology "$work/topology.toml" --node b/b1 >"$work/b.log" 2>&1 & pids+=($!)
   wait_port 127.0.0.60 9090; wait_port 127.0.0.61 9090; sleep 2
   produce=$("$bin" bench produce --json --topic bench --records "$records" --record-size "$size" \
     --partitions "$partitions" --bootstrap 127.0.0.60:9090)
+  if [[ -n "${DELAY_MS:-}" ]]; then
+    # The mirror (which connects from 127.0.0.62) reaches a's broker through a proxy that
+    # adds DELAY_MS each way (round trip 2 x DELAY_MS); DELAY_MS=0 is the proxy alone.
+    python3 scripts/delay_proxy.py --listen 127.0.0.63:9090 --to 127.0.0.60:9090 \
+      --delay-ms "$DELAY_MS" --redirect-from 127.0.0.62 >"$work/proxy.log" 2>&1 & pids+=($!)
+    sleep 1
+  fi
   "$bin" mirror --topology "$work/topology.toml" --node b/m1 >"$work/m.log" 2>&1 & pids+=($!)
   mirror=$(python3 - "$bin" "$records" "$size" "$work/topology.toml" <<'PY'
 import json, subprocess, sys, time

@@ -4,9 +4,23 @@ broker each (unreplicated, so the figures measure the mirror, not replication), 
 workers in `b`, and one flow a -> b of the topics a regex matches. Every node on its own
 127.0.0.x address, fixed ports.
 
-Importable (`two_regions.topology(...)`) and runnable:
-  scripts/two_regions.py NAME A_IP B_IP MIRROR_IP[,MIRROR_IP...] PARTITIONS TOPIC_REGEX [FLUSH]"""
+Inter-region traffic is always mutual TLS: `certificates(...)` (or `--certs BIN FILE`)
+makes a CA and every node's certificate next to the file, as an operator would.
+
+Importable (`two_regions.topology(...)`, `two_regions.certificates(...)`) and runnable:
+  scripts/two_regions.py NAME A_IP B_IP MIRROR_IP[,MIRROR_IP...] PARTITIONS TOPIC_REGEX [FLUSH]
+  scripts/two_regions.py --certs MERIDIAN_BIN TOPOLOGY_FILE"""
+import os
+import subprocess
 import sys
+
+
+def certificates(binary, topology_path):
+    """`meridian certs init-ca` and `issue-deployment` for the file at topology_path."""
+    ca = os.path.join(os.path.dirname(topology_path), "ca")
+    for args in (["certs", "init-ca", "--out", ca],
+                 ["certs", "issue-deployment", "--topology", topology_path, "--ca", ca]):
+        subprocess.run([binary, *args], check=True, capture_output=True)
 
 
 def topology(name, a_ip, b_ip, mirror_ips, partitions, topic_regex, flush=None):
@@ -33,7 +47,9 @@ def topology(name, a_ip, b_ip, mirror_ips, partitions, topic_regex, flush=None):
     )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1] == "--certs":
+    certificates(sys.argv[2], sys.argv[3])
+elif __name__ == "__main__":
     name, a_ip, b_ip, mirror_ips, partitions, regex = sys.argv[1:7]
     flush = sys.argv[7] if len(sys.argv) > 7 else None
     sys.stdout.write(topology(name, a_ip, b_ip, mirror_ips.split(","), int(partitions), regex, flush))

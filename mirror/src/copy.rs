@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 /// Most bytes fetched per request.
-const FETCH_MAX_BYTES: i32 = 4 << 20;
+const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// Long-poll wait when the copy has caught up.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 /// acks=all wait on the target.

@@ -54,18 +54,22 @@ async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_
         run.node(node).start().unwrap();
     }
 
-    // Stream 200,000 records into r1 while r2's first worker is killed mid-stream and
-    // restarted.
+    // Producers in both regions at once (active/active): 200,000 records into r1 and
+    // 20,000 into r2, while r2's first worker is killed mid-stream and restarted.
     let producing = {
         let a = a.clone();
         tokio::spawn(async move { produce(&a, "orders", "r1", 200_000).await })
     };
-    produce(&b, "orders", "r2", 2_000).await;
+    let producing_b = {
+        let b = b.clone();
+        tokio::spawn(async move { produce(&b, "orders", "r2", 20_000).await })
+    };
     tokio::time::sleep(Duration::from_secs(4)).await;
     run.node("r2/m1").kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
     run.node("r2/m1").start().unwrap();
     producing.await.unwrap();
+    producing_b.await.unwrap();
     wait_caught_up(&a, "orders", &b, "r1.orders", &run).await;
     assert_exact_copy(&a, "r1", &b, "r2", "orders").await;
 

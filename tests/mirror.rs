@@ -9,7 +9,6 @@ mod support;
 use support::deployment::{Running, assert_exact_copy, create, produce, wait_caught_up};
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use broker::client::Client;
@@ -28,21 +27,6 @@ async fn topics(client: &Client) -> Vec<String> {
         .collect()
 }
 
-fn meridian_status(topology: &Path) -> String {
-    let out = support::meridian()
-        .args(["mirror", "status", "--topology"])
-        .arg(topology)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mirror status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_never_loop() {
     // r1 and r2, three brokers each; two mirror workers per region.
@@ -54,15 +38,30 @@ async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_
         run.node(node).start().unwrap();
     }
 
-    // Producers in both regions at once (active/active): 200,000 records into r1 and
-    // 20,000 into r2, while r2's first worker is killed mid-stream and restarted.
+    // Producers in both regions at once for a minute (active/active): at least 200,000
+    // records into r1 and batches into r2 throughout, while r2's first worker is killed
+    // mid-stream and restarted.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
     let producing = {
         let a = a.clone();
-        tokio::spawn(async move { produce(&a, "orders", "r1", 200_000).await })
+        tokio::spawn(async move {
+            produce(&a, "orders", "r1", 200_000).await;
+            let mut round = 0;
+            while std::time::Instant::now() < until {
+                produce(&a, "orders", &format!("r1-tail-{round}"), 2_000).await;
+                round += 1;
+            }
+        })
     };
     let producing_b = {
         let b = b.clone();
-        tokio::spawn(async move { produce(&b, "orders", "r2", 20_000).await })
+        tokio::spawn(async move {
+            let mut round = 0;
+            while std::time::Instant::now() < until {
+                produce(&b, "orders", &format!("r2-{round}"), 2_000).await;
+                round += 1;
+            }
+        })
     };
     tokio::time::sleep(Duration::from_secs(4)).await;
     run.node("r2/m1").kill9();
@@ -107,8 +106,7 @@ async fn active_active_mirrors_are_exact_through_a_worker_kill_and_takeover_and_
     );
 
     // The operator's view agrees: every partition of both flows caught up.
-    let status: serde_json::Value =
-        serde_json::from_str(&meridian_status(&run.deployment.topology)).unwrap();
+    let status: serde_json::Value = support::deployment::mirror_status(&run.deployment.topology);
     let orders: Vec<_> = status
         .as_array()
         .unwrap()

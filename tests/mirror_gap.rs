@@ -13,21 +13,6 @@ use broker::client::{OffsetSpec, TopicSpec};
 use chaos_tests::harness::deployment::DeploymentSpec;
 use support::deployment::{Running, produce, wait_caught_up};
 
-fn status(topology: &std::path::Path) -> serde_json::Value {
-    let out = support::meridian()
-        .args(["mirror", "status", "--topology"])
-        .arg(topology)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mirror status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn scrape(addr: SocketAddr) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
@@ -91,7 +76,7 @@ async fn a_retention_gap_shows_in_status_and_metrics_and_survives_a_worker_resta
     // Restarted, the worker records the gap and copies on from the source's log start.
     running.node("r2/m1").start().unwrap();
     wait_caught_up(&r1, "logs", &r2, "r1.logs", &running).await;
-    let rows = status(&running.deployment.topology);
+    let rows = support::deployment::mirror_status(&running.deployment.topology);
     let row = rows
         .as_array()
         .unwrap()
@@ -126,7 +111,7 @@ async fn a_retention_gap_shows_in_status_and_metrics_and_survives_a_worker_resta
     // The record is durable: another restart forgets nothing in status.
     running.node("r2/m1").kill9();
     running.node("r2/m1").start().unwrap();
-    let again = status(&running.deployment.topology);
+    let again = support::deployment::mirror_status(&running.deployment.topology);
     let row = again
         .as_array()
         .unwrap()

@@ -203,3 +203,19 @@ pub async fn assert_exact_copy(
     let records: usize = remote_logs.iter().map(|l| l.records.len()).sum();
     assert!(records > 0, "nothing was compared");
 }
+
+/// `meridian mirror status --topology FILE --format json`, as an operator runs it.
+pub fn mirror_status(topology: &std::path::Path) -> serde_json::Value {
+    let out = super::meridian()
+        .args(["mirror", "status", "--topology"])
+        .arg(topology)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mirror status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -28,6 +28,14 @@ pub fn denied_metric() -> &'static IntCounterVec {
     &DENIED
 }
 
+/// The verified identity of a request's caller (`None`: plaintext or no certificate),
+/// as the transport recorded it for the connection.
+fn caller(extensions: &http::Extensions) -> Option<Identity> {
+    extensions
+        .get::<PeerInfo>()
+        .and_then(|peer| peer.identity.clone())
+}
+
 /// The deployment file's ACLs as the authorizer's rules (one per action).
 fn acl_rules(acls: &[topology::Acl]) -> Result<Vec<certs::AclRule>, BrokerError> {
     let mut rules = Vec::new();
@@ -99,10 +107,7 @@ impl Access {
         action: Action,
         resource: &str,
     ) -> Result<(), Status> {
-        let identity = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.identity.clone());
+        let identity = caller(request.extensions());
         self.decide(identity.as_ref(), action, resource)
             .map_err(|e| crate::server::to_status(&e))
     }
@@ -110,10 +115,7 @@ impl Access {
     /// Whether the caller of `request` may `action` on `resource`; refusals are neither
     /// logged nor counted (listings filter by it).
     pub fn may<T>(&self, request: &Request<T>, action: Action, resource: &str) -> bool {
-        let identity = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.identity.clone());
+        let identity = caller(request.extensions());
         match &identity {
             Some(identity) => self
                 .authorizer
@@ -239,10 +241,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path().starts_with("/meridian.controller.v1.") {
-            let identity = request
-                .extensions()
-                .get::<PeerInfo>()
-                .and_then(|peer| peer.identity.clone());
+            let identity = caller(request.extensions());
             if let Err(err) = self
                 .access
                 .decide(identity.as_ref(), Action::Controller, "cluster")

@@ -249,10 +249,10 @@ impl broker_server::Broker for BrokerService {
         // a topic named explicitly is answered with the refusal instead.
         let named = !request.get_ref().topics.is_empty();
         let mut refused = Vec::new();
-        let mut visible: Vec<String> = Vec::new();
-        for (name, _) in self.node.topics(&request.get_ref().topics) {
+        let mut listed = Vec::new();
+        for (name, topic) in self.node.topics(&request.get_ref().topics) {
             if self.may(&request, certs::Action::DescribeTopic, &name) {
-                visible.push(name);
+                listed.push((name, topic));
             } else if named {
                 let status = self
                     .allow(&request, certs::Action::DescribeTopic, &name)
@@ -265,13 +265,9 @@ impl broker_server::Broker for BrokerService {
                 });
             }
         }
-        let request = request.into_inner();
         let cluster = self.node.cluster();
-        let topics: Vec<proto::TopicInfo> = self
-            .node
-            .topics(&request.topics)
+        let topics: Vec<proto::TopicInfo> = listed
             .into_iter()
-            .filter(|(name, _)| visible.contains(name))
             .map(|(name, topic)| match topic {
                 Ok(topic) => proto::TopicInfo {
                     name,

@@ -31,9 +31,19 @@ pub async fn connect_to(
     retry: broker::client::RetryPolicy,
 ) -> anyhow::Result<broker::client::Client> {
     let tls = client_tls()?;
+    let plaintext = tls.is_none();
     broker::client::Client::connect_secure(bootstrap, retry, tls)
         .await
-        .with_context(|| format!("connecting to {bootstrap}"))
+        .with_context(|| {
+            if plaintext {
+                // A TLS-only listener resets a plaintext connection; say what to do.
+                format!(
+                    "connecting to {bootstrap} without TLS (if the deployment requires mutual TLS, pass --tls-dir DIR or set MERIDIAN_TLS_DIR)"
+                )
+            } else {
+                format!("connecting to {bootstrap}")
+            }
+        })
 }
 
 /// How to reach a region's brokers.

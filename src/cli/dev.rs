@@ -568,7 +568,7 @@ fn print_tour(dir: &Path, ready: &Ready) {
         );
         println!("  {me} failover --topology {t} --group billing --from {first} --to {second}");
         println!(
-            "  {me} consume {first}.orders --group billing --exit-at-end --bootstrap {b2} | head -3   # resumes at order-501"
+            "  {me} consume {first}.orders --group billing --exit-at-end --bootstrap {b2} | head -3   # resumes exactly where billing stopped in us-east"
         );
     }
     println!();

@@ -121,7 +121,11 @@ fn cli_round_trip_keeps_every_key_value_header_and_partition_order() {
     ]);
     assert_eq!(read.lines().count(), 1000);
     let groups = run_ok(&["groups", "list", "--bootstrap", &b]);
-    assert_eq!(groups.trim(), "billing\torders");
+    assert_eq!(
+        groups.trim(),
+        "billing\tEmpty\torders",
+        "the member left when it stopped"
+    );
     let described = run_ok(&["groups", "describe", "billing", "--json", "--bootstrap", &b]);
     let rows: Vec<serde_json::Value> = described
         .lines()

@@ -21,6 +21,7 @@ pub mod log;
 pub mod node;
 pub mod partition;
 pub mod record;
+pub mod rendezvous;
 pub mod replication;
 pub mod server;
 pub mod telemetry;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 
-use crate::controller::{ClusterState, Command, ControllerHandle, TopicState};
+use crate::controller::{BrokerRecord, ClusterState, Command, ControllerHandle, TopicState};
 use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode, Result};
 use crate::log::{AppendMode, AppendOutcome, PartitionLog};
@@ -686,6 +686,37 @@ impl BrokerNode {
             })
         })
         .await
+    }
+
+    /// The broker that coordinates `group`'s membership: the rendezvous-hash owner of the
+    /// group among the region's unfenced brokers. Every broker computes the same answer
+    /// from its replicated metadata, so FindCoordinator needs no extra state; when the
+    /// coordinator is fenced only its groups move, and their members rejoin (committed
+    /// offsets live in the controller, so they survive the move).
+    pub fn group_coordinator(&self, group: &str) -> Option<BrokerRecord> {
+        let state = self.cluster();
+        let live: Vec<String> = state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id.to_string())
+            .collect();
+        let owner: u64 = crate::rendezvous::owner(group, &live)?.parse().ok()?;
+        state.brokers.get(&owner).cloned()
+    }
+
+    /// Refuses a membership request for a group another broker coordinates, so that the
+    /// client finds the coordinator again (NOT_COORDINATOR, retriable).
+    pub fn check_coordinator(&self, group: &str) -> Result<()> {
+        match self.group_coordinator(group) {
+            Some(b) if b.id == self.identity.id => Ok(()),
+            Some(_) => Err(BrokerError::NotCoordinator {
+                group: group.to_owned(),
+            }),
+            None => Err(BrokerError::CoordinatorNotAvailable {
+                group: group.to_owned(),
+            }),
+        }
     }
 
     /// A group's committed offsets, from this broker's replicated copy after a read

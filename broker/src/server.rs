@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::controller::{BrokerRegistration, Controller, ControllerConfig, ControllerHandle};
 use crate::data_dir::DataDir;
 use crate::error::{BrokerError, ErrorCode};
+use crate::group::shell::GroupShell;
 use crate::node::{BrokerNode, NewTopic};
 use crate::proto::{self, broker_server};
 use crate::replication::RequiredAcks;
@@ -113,6 +114,7 @@ pub struct BrokerService {
     node: Arc<BrokerNode>,
     gossip: Option<Arc<gossip::GossipHandle>>,
     access: Option<Arc<crate::access::Access>>,
+    groups: Arc<GroupShell>,
 }
 
 impl std::fmt::Debug for BrokerService {
@@ -124,13 +126,25 @@ impl std::fmt::Debug for BrokerService {
 }
 
 impl BrokerService {
-    /// Serves `node`.
+    /// Serves `node`, coordinating the groups that hash to it. Must be called inside a
+    /// tokio runtime (the group coordinator's timers run there).
     pub fn new(node: Arc<BrokerNode>) -> Self {
+        let groups = GroupShell::start(crate::group::GroupConfig::default());
+        tokio::spawn(unload_moved_groups(
+            Arc::downgrade(&node),
+            Arc::downgrade(&groups),
+        ));
         Self {
             node,
             gossip: None,
             access: None,
+            groups,
         }
+    }
+
+    /// The group coordinator shell, shared with the Kafka listener.
+    pub fn groups(&self) -> Arc<GroupShell> {
+        self.groups.clone()
     }
 
     /// Answers Members from this broker's view of the region's gossip.
@@ -622,8 +636,11 @@ impl broker_server::Broker for BrokerService {
             .iter()
             .map(|o| (o.topic.clone(), o.partition, o.offset, o.metadata.clone()))
             .collect();
-        let (error_code, error_message) =
-            error_fields(&self.node.commit_offsets(&request.group, &offsets).await);
+        let result = match self.validate_member_commit(&request) {
+            Ok(()) => self.node.commit_offsets(&request.group, &offsets).await,
+            Err(err) => Err(err),
+        };
+        let (error_code, error_message) = error_fields(&result);
         let offsets = request
             .offsets
             .into_iter()
@@ -708,6 +725,189 @@ impl broker_server::Broker for BrokerService {
             .filter(|g| self.may(&request, certs::Action::GroupRead, &g.group))
             .collect();
         Ok(Response::new(proto::ListGroupsResponse { groups }))
+    }
+    async fn find_coordinator(
+        &self,
+        request: Request<proto::FindCoordinatorRequest>,
+    ) -> Result<Response<proto::FindCoordinatorResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let group = &request.get_ref().group;
+        let response = match self.node.group_coordinator(group) {
+            Some(b) => proto::FindCoordinatorResponse {
+                broker_id: b.id,
+                grpc_addr: b.grpc_addr,
+                ..Default::default()
+            },
+            None => {
+                let err = BrokerError::CoordinatorNotAvailable {
+                    group: group.clone(),
+                };
+                proto::FindCoordinatorResponse {
+                    error_code: err.code() as i32,
+                    error_message: err.to_string(),
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn join_group(
+        &self,
+        request: Request<proto::JoinGroupRequest>,
+    ) -> Result<Response<proto::JoinGroupResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let host = caller_host(&request);
+        let request = request.into_inner();
+        if let Err(err) = self.node.check_coordinator(&request.group) {
+            let (error_code, error_message) = error_fields(&Err(err));
+            return Ok(Response::new(proto::JoinGroupResponse {
+                error_code,
+                error_message,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(
+            crate::group::wire::join(&self.groups, request, host).await,
+        ))
+    }
+
+    async fn sync_group(
+        &self,
+        request: Request<proto::SyncGroupRequest>,
+    ) -> Result<Response<proto::SyncGroupResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let request = request.into_inner();
+        if let Err(err) = self.node.check_coordinator(&request.group) {
+            let (error_code, error_message) = error_fields(&Err(err));
+            return Ok(Response::new(proto::SyncGroupResponse {
+                error_code,
+                error_message,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(
+            crate::group::wire::sync(&self.groups, request).await,
+        ))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<proto::GroupHeartbeatRequest>,
+    ) -> Result<Response<proto::GroupHeartbeatResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let request = request.into_inner();
+        if let Err(err) = self.node.check_coordinator(&request.group) {
+            let (error_code, error_message) = error_fields(&Err(err));
+            return Ok(Response::new(proto::GroupHeartbeatResponse {
+                error_code,
+                error_message,
+            }));
+        }
+        Ok(Response::new(crate::group::wire::heartbeat(
+            &self.groups,
+            &request,
+        )))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<proto::LeaveGroupRequest>,
+    ) -> Result<Response<proto::LeaveGroupResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let request = request.into_inner();
+        if let Err(err) = self.node.check_coordinator(&request.group) {
+            let (error_code, error_message) = error_fields(&Err(err));
+            return Ok(Response::new(proto::LeaveGroupResponse {
+                error_code,
+                error_message,
+            }));
+        }
+        Ok(Response::new(crate::group::wire::leave(
+            &self.groups,
+            &request,
+        )))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<proto::DescribeGroupRequest>,
+    ) -> Result<Response<proto::DescribeGroupResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
+        let group = request.into_inner().group;
+        if let Err(err) = self.node.check_coordinator(&group) {
+            let (error_code, error_message) = error_fields(&Err(err));
+            return Ok(Response::new(proto::DescribeGroupResponse {
+                error_code,
+                error_message,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(crate::group::wire::describe(
+            self.groups.describe(&group),
+            self.node.identity().id,
+        )))
+    }
+}
+
+impl BrokerService {
+    /// A commit that names a member or a generation comes from a group member: only the
+    /// coordinator can tell whether that member still owns its partitions (a member that
+    /// was evicted and replaced must not overwrite its successor's commits). A commit
+    /// without them is a standalone consumer's or an operator's (failover) and goes
+    /// through any broker.
+    fn validate_member_commit(
+        &self,
+        request: &proto::OffsetCommitRequest,
+    ) -> Result<(), BrokerError> {
+        let generation = request.generation_id.unwrap_or(-1);
+        if request.member_id.is_empty() && generation < 0 && request.group_instance_id.is_none() {
+            return Ok(());
+        }
+        self.node.check_coordinator(&request.group)?;
+        self.groups.validate_commit(
+            &request.group,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            generation,
+        )
+    }
+}
+
+/// The caller's host as describe shows it (Kafka shows `/ip`).
+fn caller_host<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<crate::transport::PeerInfo>()
+        .and_then(|peer| peer.remote)
+        .or_else(|| request.remote_addr())
+        .map(|addr| format!("/{}", addr.ip()))
+        .unwrap_or_default()
+}
+
+/// Drops the groups whose coordinator moved to another broker (this broker was fenced,
+/// or one with a higher hash returned), so that their members rejoin the new
+/// coordinator instead of heartbeating into a stale generation here.
+async fn unload_moved_groups(
+    node: std::sync::Weak<BrokerNode>,
+    groups: std::sync::Weak<GroupShell>,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let (Some(node), Some(groups)) = (node.upgrade(), groups.upgrade()) else {
+            return;
+        };
+        if !node.is_ready() {
+            continue;
+        }
+        groups.unload_where(|group| node.check_coordinator(group).is_err());
     }
 }
 

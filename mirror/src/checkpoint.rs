@@ -331,15 +331,24 @@ async fn checkpoint_round(
     Ok(())
 }
 
-/// Commits translated positions to the target group unless someone else moved it.
-// TODO(group membership over gRPC): replace the "target commits differ from ours"
-// heuristic with the broker's DescribeGroup member list once it is merged.
+/// Commits translated positions to the target group unless the group has live members
+/// there (they own their positions) or someone else moved its offsets (consumers that
+/// read there without joining, or an operator).
 async fn sync_group(
     target: &Client,
     group: &str,
     translated: &[Translated],
     synced: &mut SyncedCommits,
 ) -> Result<()> {
+    let membership = target.describe_group(group).await?;
+    if !membership.members.is_empty() {
+        tracing::info!(
+            group,
+            members = membership.members.len(),
+            "target group has live members; not syncing"
+        );
+        return Ok(());
+    }
     let topics: Vec<String> = translated.iter().map(|t| t.target_topic.clone()).collect();
     let current = target.fetch_offsets(group, &topics).await?;
     let ours = synced.entry(group.to_owned()).or_default();

@@ -7,33 +7,11 @@
 //! copy a partition: that is safe, because appends are offset-preserving and a batch that
 //! is already stored is a no-op. It only costs bandwidth until the views agree.
 
-/// FNV-1a: a hash that is the same on every machine and every build, which the
-/// workers of a region rely on to agree.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain(std::iter::once(0xff)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    // FNV's low bits mix poorly for short, similar inputs; finish with a mixer.
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^ (hash >> 33)
-}
+pub use broker::rendezvous::owner;
 
 /// The key of one unit of work, e.g. `us-east->eu-west/orders/3`.
 pub fn work_key(flow: &str, topic: &str, partition: i32) -> String {
     format!("{flow}/{topic}/{partition}")
-}
-
-/// The worker (by name) that owns `key` among `workers`; `None` when there are none.
-pub fn owner<'a>(key: &str, workers: &'a [String]) -> Option<&'a str> {
-    workers
-        .iter()
-        .max_by_key(|w| (fnv1a(&[key, w]), w.as_str()))
-        .map(String::as_str)
 }
 
 #[cfg(test)]

@@ -235,9 +235,22 @@ pub fn run_failover(args: FailoverArgs) -> anyhow::Result<()> {
             }
         };
         let target = connect(&topology, &args.to, false).await?;
-        // TODO(group membership over gRPC): ask the target for G's live members once
-        // DescribeGroup is merged; until then the group is assumed inactive in the target.
-        let active = false;
+        // Committing under live members would race with their own commits (and they
+        // would not re-read their positions until they rebalance).
+        let membership = target
+            .describe_group(&args.group)
+            .await
+            .with_context(|| format!("cannot ask {} whether group {} has members there", args.to, args.group))?;
+        let active = !membership.members.is_empty();
+        if active {
+            eprintln!(
+                "group {} has {} live member(s) in {} ({})",
+                args.group,
+                membership.members.len(),
+                args.to,
+                membership.state
+            );
+        }
         let options = FailoverOptions {
             dry_run: args.dry_run,
             force: args.force,

@@ -54,6 +54,8 @@ impl ConsumerConfig {
 /// A record with the partition it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumedRecord {
+    /// The topic.
+    pub topic: String,
     /// The partition.
     pub partition: i32,
     /// The record, with its offset.
@@ -133,6 +135,11 @@ impl Consumer {
             config,
             positions,
         })
+    }
+
+    /// The topic this consumer reads.
+    pub fn topic(&self) -> &str {
+        &self.config.topic
     }
 
     /// The next offset to read, per partition.
@@ -217,6 +224,7 @@ impl Consumer {
                         }
                         next = record.offset + 1;
                         out.push(ConsumedRecord {
+                            topic: self.config.topic.clone(),
                             partition: fetched.partition,
                             record,
                         });

@@ -12,6 +12,7 @@
 //! the metadata and retries with backoff, so a leader change is invisible to the caller.
 
 mod consumer;
+mod group;
 mod producer;
 mod raw;
 
@@ -24,7 +25,8 @@ use tonic::transport::Channel;
 use crate::error::{BrokerError, ErrorCode, Result};
 use crate::proto::{self, broker_client::BrokerClient};
 
-pub use consumer::{Consumer, ConsumerConfig, StartOffset};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
+pub use group::{GroupConsumer, GroupConsumerConfig};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig};
 pub use raw::{RawAppend, RawFetch};
 
@@ -504,6 +506,7 @@ impl Client {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         };
         let response = self
             .call_any(
@@ -514,6 +517,55 @@ impl Client {
         match response.offsets.into_iter().find(|o| o.error_code != 0) {
             Some(failed) => Err(remote_error(failed.error_code, failed.error_message)),
             None => Ok(()),
+        }
+    }
+
+    /// The gRPC address of the broker coordinating `group`'s membership.
+    pub async fn find_coordinator(&self, group: &str) -> Result<String> {
+        let request = proto::FindCoordinatorRequest {
+            group: group.to_owned(),
+        };
+        let response = self
+            .call_any(request, |mut stub, r| async move {
+                stub.find_coordinator(r).await
+            })
+            .await?;
+        if response.error_code != 0 {
+            return Err(remote_error(response.error_code, response.error_message));
+        }
+        Ok(response.grpc_addr)
+    }
+
+    /// A group's membership as its coordinator sees it: state, generation, members and
+    /// their assignments (`Dead` with no members for a group nobody is in).
+    pub async fn describe_group(&self, group: &str) -> Result<proto::DescribeGroupResponse> {
+        let mut backoff = self.retry_policy().backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let outcome = async {
+                let coordinator = self.find_coordinator(group).await?;
+                let response = self
+                    .stub(&coordinator)?
+                    .describe_group(proto::DescribeGroupRequest {
+                        group: group.to_owned(),
+                    })
+                    .await
+                    .map_err(|s| status_error(&coordinator, s))?
+                    .into_inner();
+                if response.error_code != 0 {
+                    return Err(remote_error(response.error_code, response.error_message));
+                }
+                Ok(response)
+            }
+            .await;
+            match outcome {
+                Err(err) if is_retriable(&err) && attempts < self.retry_policy().attempts => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry_policy().max_backoff);
+                }
+                other => return other,
+            }
         }
     }
 

@@ -1133,7 +1133,17 @@ impl GroupCoordinator {
     /// down): parked joins and syncs are answered NOT_COORDINATOR so clients find the new
     /// coordinator, and all group state is dropped (members rejoin there).
     pub fn unload_all(&mut self) {
-        for (id, group) in std::mem::take(&mut self.groups) {
+        self.unload_where(|_| true);
+    }
+
+    /// This broker stops coordinating the groups `moved` picks (their coordinator moved
+    /// to another broker), as [`GroupCoordinator::unload_all`] does for all.
+    pub fn unload_where(&mut self, mut moved: impl FnMut(&str) -> bool) {
+        let ids: Vec<String> = self.groups.keys().filter(|id| moved(id)).cloned().collect();
+        for id in ids {
+            let Some(group) = self.groups.remove(&id) else {
+                continue;
+            };
             for m in group.members {
                 let not_coordinator = || BrokerError::NotCoordinator { group: id.clone() };
                 if let Some(ticket) = m.awaiting_join {

@@ -54,6 +54,8 @@
 
 pub mod assignor;
 mod coordinator;
+pub mod shell;
+pub mod wire;
 
 use std::fmt;
 use std::time::Duration;

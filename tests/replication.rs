@@ -445,4 +445,11 @@ async fn a_dead_leaders_unreplicated_tail_is_truncated_when_it_returns_as_a_foll
         on_old_leader, stored,
         "the returned follower holds exactly the leader's log"
     );
+    // It cut the tail where its epoch ended in the new leader's log (KIP-101), not at
+    // a possibly stale high watermark.
+    let old_leader_log = std::fs::read_to_string(&region.brokers[leader_index].log).unwrap();
+    assert!(
+        old_leader_log.contains("follower cuts its divergent tail"),
+        "no epoch-based truncation in the returned broker's log:\n{old_leader_log}"
+    );
 }

@@ -71,7 +71,7 @@ fn bench_append(c: &mut Criterion) {
                 let mut n = 0u64;
                 bench.iter(|| {
                     let out = log
-                        .append(black_box(&mut buf), AppendMode::AssignOffsets, 0)
+                        .append(black_box(&mut buf), AppendMode::AssignOffsets, Some(0))
                         .unwrap();
                     if policy == FlushPolicy::EveryBatch {
                         log.sync().unwrap();
@@ -104,7 +104,7 @@ fn bench_append(c: &mut Criterion) {
             let mut n = 0u64;
             bench.iter(|| {
                 for _ in 0..64 {
-                    log.append(black_box(&mut buf), AppendMode::AssignOffsets, 0)
+                    log.append(black_box(&mut buf), AppendMode::AssignOffsets, Some(0))
                         .unwrap();
                 }
                 log.sync().unwrap();

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     TopicAuthorizationFailed = 29,
     /// The topic exists already.
     TopicAlreadyExists = 36,
+    /// The peer does not support this request or version (UNSUPPORTED_VERSION).
+    UnsupportedVersion = 35,
     /// The partition count is not valid.
     InvalidPartitions = 37,
     /// The replication factor is not valid.
@@ -99,6 +101,7 @@ impl ErrorCode {
         ErrorCode::NotEnoughReplicas,
         ErrorCode::TopicAuthorizationFailed,
         ErrorCode::TopicAlreadyExists,
+        ErrorCode::UnsupportedVersion,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::InvalidConfig,
@@ -175,6 +178,15 @@ pub enum BrokerError {
         /// Byte position of the problem in that file.
         position: u64,
         /// What was wrong.
+        reason: String,
+    },
+    /// A checkpoint file (the leader-epoch cache) is malformed. State: the file is left
+    /// as it is; the log rebuilds what it held from the batches' epochs.
+    #[error("checkpoint {path} is malformed: {reason}")]
+    CorruptCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What was wrong, with the line.
         reason: String,
     },
     /// A batch sent by a client is malformed or fails its CRC. State: nothing appended.
@@ -581,7 +593,9 @@ impl BrokerError {
             BrokerError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
-            BrokerError::PartitionOffline { .. } => ErrorCode::KafkaStorageError,
+            BrokerError::PartitionOffline { .. } | BrokerError::CorruptCheckpoint { .. } => {
+                ErrorCode::KafkaStorageError
+            }
             BrokerError::InvalidTopicName { .. } => ErrorCode::InvalidTopic,
             BrokerError::Metadata { .. } => ErrorCode::UnknownServerError,
             BrokerError::Remote { code, .. } => *code,

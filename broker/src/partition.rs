@@ -237,6 +237,16 @@ impl Partition {
             return false;
         }
         self.stop_fetcher();
+        if let Err(err) = self
+            .log
+            .write()
+            .expect("partition log lock poisoned")
+            .start_epoch(epoch)
+        {
+            // Followers asking about older epochs still get the right answer from the
+            // entries already there; only the start of this epoch is not recorded.
+            tracing::error!(topic = %self.topic, partition = self.index, epoch, %err, "cannot record the new leader epoch");
+        }
         let leo = self.log_end_offset();
         let state = LeaderState::new(
             me,
@@ -569,6 +579,39 @@ impl Partition {
         }
     }
 
+    /// The newest leader epoch that wrote to this replica's log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log
+            .read()
+            .expect("partition log lock poisoned")
+            .latest_epoch()
+    }
+
+    /// Where `requested` ended in this replica's log: `(largest epoch <= requested, its
+    /// end offset)`, or `(-1, -1)` (see [`crate::log::epochs::LeaderEpochCache`]).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.log
+            .read()
+            .expect("partition log lock poisoned")
+            .end_offset_for_epoch(requested)
+    }
+
+    /// The leader's answer to a follower of `current_epoch` asking where `requested`
+    /// ended (OffsetsForLeaderEpoch): refused unless this broker leads at exactly that
+    /// epoch, so a follower never truncates against a deposed leader's log.
+    pub fn leader_end_offset_for(&self, current_epoch: i32, requested: i32) -> Result<(i32, i64)> {
+        let role = self.role();
+        match &*role {
+            Role::Leader(state) if state.epoch() == current_epoch => {
+                drop(role);
+                Ok(self.end_offset_for_epoch(requested))
+            }
+            _ => Err(self.not_leader(format!(
+                "this broker does not lead it at epoch {current_epoch}"
+            ))),
+        }
+    }
+
     /// Cuts the log back to `offset` (a follower dropping a tail the leader may not
     /// have); the high watermark follows it down if needed. Blocking.
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
@@ -805,10 +848,11 @@ fn append_group(
     let mut replies = Vec::with_capacity(group.len());
     for mut job in group {
         let result = if holds(job.writer) {
-            let epoch = match job.writer {
-                Writer::Leader(e) | Writer::Follower(e) => e,
+            let stamp = match job.writer {
+                Writer::Leader(e) => Some(e),
+                Writer::Follower(_) => None,
             };
-            log.append(&mut job.batches, job.mode, epoch)
+            log.append(&mut job.batches, job.mode, stamp)
         } else {
             Err(stale(job.writer))
         };

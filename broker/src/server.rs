@@ -726,6 +726,42 @@ impl broker_server::Broker for BrokerService {
             .collect();
         Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
+    async fn offset_for_leader_epoch(
+        &self,
+        request: Request<proto::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<proto::OffsetForLeaderEpochResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::Replicate, "cluster")?;
+        let request = request.into_inner();
+        let answer = match self
+            .node
+            .led_partition(&request.topic, request.partition)
+            .await
+        {
+            Ok(partition) => {
+                partition.leader_end_offset_for(request.current_leader_epoch, request.leader_epoch)
+            }
+            Err(err) => Err(err),
+        };
+        let response = match answer {
+            Ok((leader_epoch, end_offset)) => proto::OffsetForLeaderEpochResponse {
+                leader_epoch,
+                end_offset,
+                ..Default::default()
+            },
+            Err(err) => {
+                let (error_code, error_message) = error_fields(&Err(err));
+                proto::OffsetForLeaderEpochResponse {
+                    error_code,
+                    error_message,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
     async fn find_coordinator(
         &self,
         request: Request<proto::FindCoordinatorRequest>,

@@ -14,7 +14,9 @@ fn reads_at_any_offset_return_the_batch_containing_it_across_many_segments() {
     for i in 0..200u64 {
         let count = 1 + (i % 5) as i32;
         let mut b = batch(0, count, 1_000 + i as i64, 50 + (i as usize * 37) % 300, i);
-        let out = log.append(&mut b, AppendMode::AssignOffsets, 7).unwrap();
+        let out = log
+            .append(&mut b, AppendMode::AssignOffsets, Some(7))
+            .unwrap();
         assert_eq!(out.last_offset - out.base_offset + 1, i64::from(count));
         expected.push((out.base_offset, out.last_offset, b));
     }
@@ -53,7 +55,8 @@ fn read_returns_whole_batches_up_to_max_bytes_but_at_least_one() {
     for i in 0..10 {
         let mut b = batch(0, 1, 1, 500, i);
         sizes.push(b.len());
-        log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+        log.append(&mut b, AppendMode::AssignOffsets, Some(0))
+            .unwrap();
     }
     let r = log.read(0, 10).unwrap();
     assert_eq!(
@@ -82,7 +85,9 @@ fn several_batches_in_one_request_get_consecutive_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small(1024));
     let mut req: Vec<u8> = (0..6).flat_map(|i| batch(0, 3, 5, 300, i)).collect();
-    let out = log.append(&mut req, AppendMode::AssignOffsets, 1).unwrap();
+    let out = log
+        .append(&mut req, AppendMode::AssignOffsets, Some(1))
+        .unwrap();
     assert_eq!((out.base_offset, out.last_offset, out.batches), (0, 17, 6));
     assert!(log.segments() >= 2, "the request spans segments");
     assert_eq!(
@@ -97,9 +102,12 @@ fn keep_offsets_leaves_a_gap_that_reads_step_over() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small(4096));
     let mut a = batch(0, 10, 1, 100, 1);
-    log.append(&mut a, AppendMode::KeepOffsets, 0).unwrap();
+    log.append(&mut a, AppendMode::KeepOffsets, Some(0))
+        .unwrap();
     let mut b = batch(50, 5, 2, 100, 2);
-    let out = log.append(&mut b, AppendMode::KeepOffsets, 0).unwrap();
+    let out = log
+        .append(&mut b, AppendMode::KeepOffsets, Some(0))
+        .unwrap();
     assert_eq!((out.base_offset, out.last_offset), (50, 54));
     assert_eq!(log.log_end_offset(), 55);
     for off in 10..50 {
@@ -121,19 +129,19 @@ fn idempotent_resend_is_a_duplicate_and_different_bytes_are_refused() {
     let mut log = open(dir.path(), small(1024));
     let batches: Vec<Vec<u8>> = (0..8).map(|i| batch(i * 4, 4, 10, 200, i as u64)).collect();
     for b in &batches {
-        log.append(&mut b.clone(), AppendMode::KeepOffsets, 0)
+        log.append(&mut b.clone(), AppendMode::KeepOffsets, Some(0))
             .unwrap();
     }
     let before = read_all(&log);
     let size = data_bytes(dir.path());
     // Re-send of stored batches, one and several (across a segment boundary).
     let out = log
-        .append(&mut batches[2].clone(), AppendMode::KeepOffsets, 0)
+        .append(&mut batches[2].clone(), AppendMode::KeepOffsets, Some(0))
         .unwrap();
     assert!(out.duplicate);
     let mut several: Vec<u8> = batches[3..7].concat();
     assert!(
-        log.append(&mut several, AppendMode::KeepOffsets, 0)
+        log.append(&mut several, AppendMode::KeepOffsets, Some(0))
             .unwrap()
             .duplicate
     );
@@ -141,14 +149,14 @@ fn idempotent_resend_is_a_duplicate_and_different_bytes_are_refused() {
     let mut other_epoch = batches[1].clone();
     other_epoch[12..16].copy_from_slice(&9i32.to_be_bytes());
     assert!(
-        log.append(&mut other_epoch, AppendMode::KeepOffsets, 0)
+        log.append(&mut other_epoch, AppendMode::KeepOffsets, Some(0))
             .unwrap()
             .duplicate
     );
     // Different bytes at a stored offset are refused.
     let mut changed = batch(8, 4, 10, 200, 999);
     let err = log
-        .append(&mut changed, AppendMode::KeepOffsets, 0)
+        .append(&mut changed, AppendMode::KeepOffsets, Some(0))
         .unwrap_err();
     assert!(
         matches!(
@@ -164,12 +172,14 @@ fn idempotent_resend_is_a_duplicate_and_different_bytes_are_refused() {
     // Overlapping but not aligned with a stored batch is refused too.
     let mut shifted = batch(6, 4, 10, 200, 2);
     assert!(
-        log.append(&mut shifted, AppendMode::KeepOffsets, 0)
+        log.append(&mut shifted, AppendMode::KeepOffsets, Some(0))
             .is_err()
     );
     // A re-send followed by new data appends only the new batch.
     let mut mixed = [batches[7].clone(), batch(32, 2, 10, 50, 77)].concat();
-    let out = log.append(&mut mixed, AppendMode::KeepOffsets, 0).unwrap();
+    let out = log
+        .append(&mut mixed, AppendMode::KeepOffsets, Some(0))
+        .unwrap();
     assert!(!out.duplicate);
     assert_eq!(log.log_end_offset(), 34);
     assert_eq!(
@@ -187,7 +197,7 @@ fn assert_rejected(log: &mut PartitionLog, dir: &std::path::Path, mut bytes: Vec
     let leo = log.log_end_offset();
     let size = data_bytes(dir);
     let err = log
-        .append(&mut bytes, AppendMode::AssignOffsets, 0)
+        .append(&mut bytes, AppendMode::AssignOffsets, Some(0))
         .unwrap_err();
     assert!(
         err.to_string().contains(want),
@@ -205,8 +215,12 @@ fn invalid_batches_are_refused_and_nothing_of_the_request_is_appended() {
         ..small(1 << 20)
     };
     let mut log = open(dir.path(), cfg);
-    log.append(&mut batch(0, 1, 1, 10, 0), AppendMode::AssignOffsets, 0)
-        .unwrap();
+    log.append(
+        &mut batch(0, 1, 1, 10, 0),
+        AppendMode::AssignOffsets,
+        Some(0),
+    )
+    .unwrap();
     let good = batch(0, 2, 1, 100, 1);
 
     let mut bad_crc = batch(0, 2, 1, 100, 2);
@@ -246,7 +260,7 @@ fn invalid_batches_are_refused_and_nothing_of_the_request_is_appended() {
     let big = batch(0, 1, 1, 3000, 5);
     let mut buf = [good.clone(), big].concat();
     let err = log
-        .append(&mut buf, AppendMode::AssignOffsets, 0)
+        .append(&mut buf, AppendMode::AssignOffsets, Some(0))
         .unwrap_err();
     assert!(
         matches!(err, BrokerError::RecordTooLarge { max: 2000, .. }),
@@ -272,7 +286,7 @@ fn offset_for_timestamp_finds_the_first_batch_at_or_after() {
             .append(
                 &mut batch(0, 2, ts, 120, i as u64),
                 AppendMode::AssignOffsets,
-                0,
+                Some(0),
             )
             .unwrap();
         ts_of.push((out.base_offset, ts));
@@ -299,7 +313,8 @@ fn truncate_to_drops_everything_from_the_offset_and_appends_continue() {
     let mut all = Vec::new();
     for i in 0..40u64 {
         let mut b = batch(0, 3, 1, 150, i);
-        log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+        log.append(&mut b, AppendMode::AssignOffsets, Some(0))
+            .unwrap();
         all.push(b);
     }
     let segs = log.segments();
@@ -312,7 +327,7 @@ fn truncate_to_drops_everything_from_the_offset_and_appends_continue() {
     // Appends continue at the new end, and survive a reopen.
     let mut b = batch(0, 1, 1, 10, 100);
     assert_eq!(
-        log.append(&mut b, AppendMode::AssignOffsets, 1)
+        log.append(&mut b, AppendMode::AssignOffsets, Some(1))
             .unwrap()
             .base_offset,
         30
@@ -361,10 +376,14 @@ fn batches_from_the_kafka_encoder_are_stored_byte_for_byte() {
     let mut bytes = buf.to_vec();
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default());
-    log.append(&mut batch(0, 10, 1, 10, 0), AppendMode::AssignOffsets, 0)
-        .unwrap();
+    log.append(
+        &mut batch(0, 10, 1, 10, 0),
+        AppendMode::AssignOffsets,
+        Some(0),
+    )
+    .unwrap();
     let out = log
-        .append(&mut bytes, AppendMode::AssignOffsets, 4)
+        .append(&mut bytes, AppendMode::AssignOffsets, Some(4))
         .unwrap();
     assert_eq!((out.base_offset, out.last_offset), (10, 14));
     assert_eq!(out.max_timestamp, 1_700_000_000_004);
@@ -396,7 +415,7 @@ fn readers_share_the_log_behind_a_rwlock_while_a_writer_appends() {
                 let mut b = batch(0, 2, 1, 200, i);
                 log.write()
                     .unwrap()
-                    .append(&mut b, AppendMode::AssignOffsets, 0)
+                    .append(&mut b, AppendMode::AssignOffsets, Some(0))
                     .unwrap();
             }
         })

@@ -33,7 +33,9 @@ fn child(dir: &Path) {
     for i in 0u64.. {
         let (count, len) = shape(i);
         let mut b = batch(0, count, i as i64, len, i);
-        let o = log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+        let o = log
+            .append(&mut b, AppendMode::AssignOffsets, Some(0))
+            .unwrap();
         log.sync().unwrap();
         writeln!(out, "ACK {i} {} {}", o.base_offset, o.last_offset).unwrap();
         out.flush().unwrap();

@@ -61,20 +61,20 @@ proptest! {
             match op {
                 Op::Assign { count, len } => {
                     let mut b = batch(0, count, seed as i64, len, seed);
-                    let o = log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+                    let o = log.append(&mut b, AppendMode::AssignOffsets, Some(0)).unwrap();
                     model.push((o.base_offset, o.last_offset, b));
                 }
                 Op::Keep { gap, count, len } => {
                     let base = log.log_end_offset() + gap;
                     let mut b = batch(base, count, seed as i64, len, seed);
-                    let o = log.append(&mut b, AppendMode::KeepOffsets, 0).unwrap();
+                    let o = log.append(&mut b, AppendMode::KeepOffsets, Some(0)).unwrap();
                     prop_assert!(!o.duplicate);
                     model.push((base, o.last_offset, b));
                 }
                 Op::Resend { nth } => {
                     if !model.is_empty() {
                         let mut b = model[nth % model.len()].2.clone();
-                        prop_assert!(log.append(&mut b, AppendMode::KeepOffsets, 0).unwrap().duplicate);
+                        prop_assert!(log.append(&mut b, AppendMode::KeepOffsets, Some(0)).unwrap().duplicate);
                     }
                 }
                 Op::Truncate { back } => {

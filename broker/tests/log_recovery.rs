@@ -15,7 +15,8 @@ fn fill(dir: &Path, config: LogConfig, n: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for i in 0..n {
         let mut b = batch(0, 3, 100 + i as i64, 100 + (i as usize % 7) * 40, i);
-        log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+        log.append(&mut b, AppendMode::AssignOffsets, Some(0))
+            .unwrap();
         out.push(b);
     }
     log.sync().unwrap();
@@ -63,7 +64,7 @@ fn garbage_after_the_last_batch_is_cut_and_counted() {
     // Appends continue cleanly after the cut.
     let mut b = batch(0, 1, 1, 10, 99);
     assert_eq!(
-        log.append(&mut b, AppendMode::AssignOffsets, 0)
+        log.append(&mut b, AppendMode::AssignOffsets, Some(0))
             .unwrap()
             .base_offset,
         30

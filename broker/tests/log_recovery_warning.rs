@@ -17,7 +17,8 @@ fn fill(dir: &Path, config: LogConfig, n: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for i in 0..n {
         let mut b = batch(0, 3, 100 + i as i64, 100 + (i as usize % 7) * 40, i);
-        log.append(&mut b, AppendMode::AssignOffsets, 0).unwrap();
+        log.append(&mut b, AppendMode::AssignOffsets, Some(0))
+            .unwrap();
         out.push(b);
     }
     log.sync().unwrap();

@@ -24,8 +24,12 @@ fn size_retention_deletes_oldest_segments_and_advances_log_start() {
     };
     let mut log = open(dir.path(), cfg.clone());
     for i in 0..50u64 {
-        log.append(&mut batch(0, 2, T0, 300, i), AppendMode::AssignOffsets, 0)
-            .unwrap();
+        log.append(
+            &mut batch(0, 2, T0, 300, i),
+            AppendMode::AssignOffsets,
+            Some(0),
+        )
+        .unwrap();
     }
     let segs = log.segments();
     let before = log.size_bytes();
@@ -78,7 +82,7 @@ fn time_retention_deletes_segments_whose_newest_batch_is_too_old() {
         log.append(
             &mut batch(0, 1, ts, 400, i as u64),
             AppendMode::AssignOffsets,
-            0,
+            Some(0),
         )
         .unwrap();
     }
@@ -116,8 +120,12 @@ fn retention_leaves_a_log_within_limits_alone() {
     };
     let mut log = open(dir.path(), cfg);
     for i in 0..10u64 {
-        log.append(&mut batch(0, 1, T0, 400, i), AppendMode::AssignOffsets, 0)
-            .unwrap();
+        log.append(
+            &mut batch(0, 1, T0, 400, i),
+            AppendMode::AssignOffsets,
+            Some(0),
+        )
+        .unwrap();
     }
     let report = log.enforce_retention(at_ms(T0 + 1000)).unwrap();
     assert_eq!(report.deleted_segments, 0);
@@ -137,8 +145,12 @@ fn age_roll_seals_a_non_empty_active_segment_only() {
         !log.roll_if_due(later).unwrap(),
         "empty segment does not roll"
     );
-    log.append(&mut batch(0, 1, T0, 10, 0), AppendMode::AssignOffsets, 0)
-        .unwrap();
+    log.append(
+        &mut batch(0, 1, T0, 10, 0),
+        AppendMode::AssignOffsets,
+        Some(0),
+    )
+    .unwrap();
     assert!(
         !log.roll_if_due(SystemTime::now()).unwrap(),
         "young segment stays"
@@ -146,7 +158,11 @@ fn age_roll_seals_a_non_empty_active_segment_only() {
     assert!(log.roll_if_due(later).unwrap());
     assert_eq!(log.segments(), 2);
     let out = log
-        .append(&mut batch(0, 1, T0, 10, 1), AppendMode::AssignOffsets, 0)
+        .append(
+            &mut batch(0, 1, T0, 10, 1),
+            AppendMode::AssignOffsets,
+            Some(0),
+        )
         .unwrap();
     assert_eq!(out.base_offset, 1);
     assert_eq!(log_files(dir.path()).len(), 2);

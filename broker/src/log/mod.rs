@@ -43,6 +43,7 @@
 //! ```
 
 pub mod batch;
+pub mod epochs;
 mod index;
 mod segment;
 
@@ -248,6 +249,8 @@ pub struct PartitionLog {
     unsynced: bool,
     dir_dirty: bool,
     last_sync: Instant,
+    /// Which leader epoch wrote from which offset (KIP-101), kept in step with the log.
+    epochs: epochs::LeaderEpochCache,
 }
 
 fn parse_segment_name(name: &str, ext: &str) -> Option<i64> {
@@ -309,7 +312,7 @@ impl PartitionLog {
                 )
             }
         };
-        let log = PartitionLog {
+        let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             config,
             sealed,
@@ -317,7 +320,9 @@ impl PartitionLog {
             unsynced: false,
             dir_dirty,
             last_sync: Instant::now(),
+            epochs: epochs::LeaderEpochCache::default(),
         };
+        log.epochs = log.recover_epochs()?;
         report.segments = log.segments();
         report.log_start_offset = log.log_start_offset();
         report.log_end_offset = log.log_end_offset();
@@ -331,6 +336,81 @@ impl PartitionLog {
             "partition log opened"
         );
         Ok((log, report))
+    }
+
+    /// Loads the leader-epoch checkpoint and fits it to the recovered log; rebuilds it
+    /// from the batches' epochs when it is missing (a log from before KIP-101 support)
+    /// or malformed, so nothing it should say is lost.
+    fn recover_epochs(&self) -> Result<epochs::LeaderEpochCache> {
+        let loaded = match epochs::LeaderEpochCache::load(&self.dir) {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), %err, "rebuilding the leader-epoch checkpoint from the log");
+                None
+            }
+        };
+        let empty = self.log_end_offset() == self.log_start_offset();
+        let mut cache = match loaded {
+            Some(cache) => cache,
+            None if empty => epochs::LeaderEpochCache::default(),
+            None => self.scan_epochs()?,
+        };
+        let mut changed = cache.truncate_from_end(self.log_end_offset());
+        changed |= cache.truncate_from_start(self.log_start_offset());
+        if changed
+            || (cache.latest_epoch().is_some() && !self.dir.join(epochs::CHECKPOINT_FILE).exists())
+        {
+            cache.store(&self.dir)?;
+        }
+        Ok(cache)
+    }
+
+    /// Reads every batch header once to learn where each leader epoch started.
+    fn scan_epochs(&self) -> Result<epochs::LeaderEpochCache> {
+        let mut cache = epochs::LeaderEpochCache::default();
+        let mut offset = self.log_start_offset();
+        let end = self.log_end_offset();
+        while offset < end {
+            let slice = self.read(offset, 4 << 20)?;
+            let mut at = 0;
+            while at < slice.bytes.len() {
+                let h = batch::BatchHeader::parse(&slice.bytes[at..]).map_err(|reason| {
+                    BrokerError::Corrupt {
+                        path: self.dir.clone(),
+                        position: at as u64,
+                        reason,
+                    }
+                })?;
+                cache.assign(h.partition_leader_epoch, h.base_offset);
+                at += h.total_len();
+            }
+            if slice.next_offset <= offset {
+                break;
+            }
+            offset = slice.next_offset;
+        }
+        tracing::info!(dir = %self.dir.display(), epochs = cache.entries().len(), "rebuilt the leader-epoch cache from the log");
+        Ok(cache)
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Where `requested` ended in this log (see [`epochs::LeaderEpochCache::end_offset_for`]),
+    /// for a follower deciding where its log diverges from the leader's.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(requested, self.log_end_offset())
+    }
+
+    /// A new leader marks where its epoch starts, before it writes anything, so that a
+    /// follower asking about an older epoch learns where that one ended.
+    pub fn start_epoch(&mut self, epoch: i32) -> Result<()> {
+        if self.epochs.assign(epoch, self.log_end_offset()) {
+            self.epochs.store(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The directory this log lives in.
@@ -456,15 +536,17 @@ impl PartitionLog {
     }
 
     /// Appends one or more concatenated batches. Every batch is validated first; on any
-    /// error nothing of the request is written. `leader_epoch` is stamped only with
-    /// [`AppendMode::AssignOffsets`]. Not durable until [`PartitionLog::sync`].
+    /// error nothing of the request is written. A leader passes its `leader_epoch`, which
+    /// is stamped on every batch it writes (offset-preserving mirror appends included:
+    /// the epoch says which leader of *this* cluster wrote it); a follower passes `None`
+    /// and keeps the leader's epochs. Not durable until [`PartitionLog::sync`].
     /// On an I/O error the failing write is cut back; batches of the same request already
     /// written to an earlier segment (the request crossed a roll) stay.
     pub fn append(
         &mut self,
         batches: &mut [u8],
         mode: AppendMode,
-        leader_epoch: i32,
+        leader_epoch: Option<i32>,
     ) -> Result<AppendOutcome> {
         let mut parsed = self.validate(batches, mode)?;
         let leo = self.log_end_offset();
@@ -474,9 +556,10 @@ impl PartitionLog {
                 let mut next = leo;
                 for (at, h) in parsed.iter_mut() {
                     let len = h.total_len();
-                    batch::set_offset_and_epoch(&mut batches[*at..*at + len], next, leader_epoch);
+                    let epoch = leader_epoch.unwrap_or(h.partition_leader_epoch);
+                    batch::set_offset_and_epoch(&mut batches[*at..*at + len], next, epoch);
                     h.base_offset = next;
-                    h.partition_leader_epoch = leader_epoch;
+                    h.partition_leader_epoch = epoch;
                     next = h.last_offset() + 1;
                 }
             }
@@ -493,6 +576,17 @@ impl PartitionLog {
                         });
                     }
                     skip += 1;
+                }
+                if let Some(epoch) = leader_epoch {
+                    for (at, h) in parsed.iter_mut().skip(skip) {
+                        let len = h.total_len();
+                        batch::set_offset_and_epoch(
+                            &mut batches[*at..*at + len],
+                            h.base_offset,
+                            epoch,
+                        );
+                        h.partition_leader_epoch = epoch;
+                    }
                 }
             }
         }
@@ -538,6 +632,15 @@ impl PartitionLog {
             self.unsynced = true;
             first_pos.get_or_insert(pos);
             i = j;
+        }
+        let mut new_epoch = false;
+        for (_, h) in &parsed[skip..] {
+            new_epoch |= self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+        }
+        if new_epoch && let Err(err) = self.epochs.store(&self.dir) {
+            // The batches are written and the cache in memory is right; the next start
+            // rebuilds a checkpoint that does not match the log.
+            tracing::error!(dir = %self.dir.display(), %err, "cannot write the leader-epoch checkpoint");
         }
         Ok(outcome(first_pos.unwrap_or(0)))
     }
@@ -709,6 +812,9 @@ impl PartitionLog {
             );
         }
         report.log_start_offset = self.log_start_offset();
+        if self.epochs.truncate_from_start(report.log_start_offset) {
+            self.epochs.store(&self.dir)?;
+        }
         Ok(report)
     }
 
@@ -743,6 +849,8 @@ impl PartitionLog {
             self.dir_dirty = true;
             self.unsynced = true;
             tracing::warn!(dir = %self.dir.display(), offset, "log truncated fully");
+            self.epochs = epochs::LeaderEpochCache::default();
+            self.epochs.store(&self.dir)?;
             return Ok(());
         }
         let mut i = self.seg_for(offset);
@@ -776,6 +884,9 @@ impl PartitionLog {
         self.dir_dirty = true;
         self.unsynced = true;
         tracing::warn!(dir = %self.dir.display(), offset, log_end_offset = self.log_end_offset(), "log truncated");
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epochs.store(&self.dir)?;
+        }
         Ok(())
     }
 }

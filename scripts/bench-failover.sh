@@ -11,7 +11,7 @@ cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/meridian"
 work=$(mktemp -d /tmp/meridian-failover.XXXXXX)
 declare -a pids
-cleanup() { for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"; }
 trap cleanup EXIT
 
 port() { python3 -c "import socket;s=socket.socket();s.bind(('$1',0));print(s.getsockname()[1])"; }
@@ -36,6 +36,7 @@ until "$bin" topic create probe --partitions 1 --bootstrap "$all" >/dev/null 2>&
 leader_of() { # prints the leader id of $1-0 (0 when none)
   "$bin" topic describe "$1" --bootstrap "$all" 2>/dev/null | awk '$1=="0"{print $2}'
 }
+leader_of_via() { "$bin" topic describe "$1" --bootstrap "$2" 2>/dev/null | awk '$1=="0"{print $2}'; }
 isr_of() { "$bin" topic describe "$1" --bootstrap "$all" 2>/dev/null | awk '$1=="0"{print $6}'; }
 
 echo "== failover after kill -9 of the partition leader (session_timeout default)"
@@ -45,14 +46,19 @@ for t in $(seq 1 "$trials"); do
   until [ "$(isr_of "f$t" | tr ',' '\n' | wc -l)" -eq 3 ]; do sleep 0.2; done
   old=$(leader_of "f$t")
   t0=$(date +%s.%N)
-  kill -9 "${pids[$old]}"
-  # Failed over = a new leader accepted an acks=all write.
-  until new=$(leader_of "f$t") && [ -n "$new" ] && [ "$new" != "$old" ] && [ "$new" != 0 ] \
-      && echo x | "$bin" produce "f$t" --acks all --bootstrap "$all" >/dev/null 2>&1; do sleep 0.05; done
+  kill -9 "${pids[$old]}"; [ -n "${KEEP:-}" ] && echo "killed $old at $(date -u +%T.%N)"
+  # Failed over = a new leader accepted an acks=all write (the bootstrap list leads
+  # with a live broker, as a client that has already seen the death would).
+  live=$(for i in 1 2 3; do if [ "$i" != "$old" ]; then printf '%s,' "${grpc[$i]}"; fi; done)
+  live=${live%,}
+  until new=$(leader_of_via "f$t" "$live") && [ -n "$new" ] && [ "$new" != "$old" ] && [ "$new" != 0 ]; do sleep 0.02; done
+  tl=$(date +%s.%N)
+  until echo x | "$bin" produce "f$t" --acks all --bootstrap "$live" >/dev/null 2>&1; do sleep 0.02; done
   t1=$(date +%s.%N)
   dt=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+  dl=$(python3 -c "print(f'{$tl-$t0:.2f}')")
   times+=("$dt")
-  echo "trial $t: leader $old killed, broker $new took over in ${dt}s"
+  echo "trial $t: leader $old killed, broker $new in metadata after ${dl}s, took an acks=all write after ${dt}s"
   start "$old"
   until [ "$(isr_of "f$t" | tr ',' '\n' | wc -l)" -eq 3 ]; do sleep 0.2; done
 done

@@ -97,6 +97,11 @@ async fn three_brokers_spread_leaders_route_clients_and_agree_on_metadata() {
     // Every broker answers metadata from its replicated copy, and they agree.
     for i in 1..3 {
         let other = connect(&region.bootstrap_of(i)).await.cached_metadata();
+        assert!(
+            other.topics.contains_key("spread"),
+            "DEBUG {other:?}\n{}",
+            region.logs()
+        );
         assert_eq!(
             other.topics["spread"], meta.topics["spread"],
             "broker {i} disagrees"

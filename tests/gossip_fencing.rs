@@ -1,7 +1,11 @@
-//! Gossip speeds up failover: a broker killed with kill -9 is declared down by its
-//! region's SWIM gossip, and the active controller fences it on that hint, so its
-//! partitions get a new leader long before its session timeout (set to 60 s here, so
-//! only the hint can explain a new leader within 45 s).
+//! Failover before the session timeout (set to 60 s here, so only these signals can
+//! explain a new leader within 45 s):
+//!
+//! - a broker killed with kill -9 has its connections closed by the kernel; its
+//!   attachment streams to the controller voters end and the active controller fences
+//!   it within a short grace;
+//! - a broker that hangs (SIGSTOP: its connections stay open) is declared down by its
+//!   region's SWIM gossip, and the active controller fences it on that hint.
 
 mod support;
 
@@ -20,10 +24,9 @@ async fn leader_of(client: &Client, topic: &str, partition: i32) -> Option<u64> 
         .map(|p| p.leader)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gossip_hint_fences_a_dead_broker_before_its_session_timeout() {
+async fn dead_broker_fenced_before_its_session_timeout(octet: u8, hang: bool, reason: &str) {
     let mut region = Region::start_with(
-        187,
+        octet,
         3,
         "",
         "[cluster]\nsession_timeout = \"60s\"\nreplica_lag_max = \"10s\"\n",
@@ -58,7 +61,11 @@ async fn gossip_hint_fences_a_dead_broker_before_its_session_timeout() {
         .position(|b| b.name == victim)
         .expect("the leader is one of ours");
     let killed_at = Instant::now();
-    region.kill9(index);
+    if hang {
+        region.pause(index);
+    } else {
+        region.kill9(index);
+    }
     let survivor = region
         .brokers
         .iter()
@@ -74,17 +81,36 @@ async fn gossip_hint_fences_a_dead_broker_before_its_session_timeout() {
         }
         assert!(
             killed_at.elapsed() < Duration::from_secs(45),
-            "no new leader 45 s after the kill: the gossip hint did not fence {victim}\n{}",
+            "no new leader 45 s after the failure: {victim} was not fenced ({reason})\n{}",
             region.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let logs = region.logs();
     assert!(
-        logs.contains("gossip declared it down"),
-        "the controller says why it fenced:\n{logs}"
+        logs.contains(reason),
+        "the controller says why it fenced ({reason}):\n{logs}"
     );
     eprintln!(
-        "new leader of hinted-0 {moved_after:?} after kill -9 of {victim} (session timeout 60 s)"
+        "new leader of hinted-0 {moved_after:?} after {} {victim} (session timeout 60 s)",
+        if hang { "SIGSTOP of" } else { "kill -9 of" }
     );
+    if hang {
+        region.resume(index);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_fenced_when_its_connections_to_the_controller_close() {
+    dead_broker_fenced_before_its_session_timeout(
+        187,
+        false,
+        "did not attach again (process gone)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_is_fenced_on_the_gossip_hint() {
+    dead_broker_fenced_before_its_session_timeout(188, true, "gossip declared it down").await;
 }

@@ -102,10 +102,17 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// How often a broker heartbeats the controller. Default `session_timeout / 3`.
     pub broker_heartbeat_interval: Duration,
-    /// Raft leader heartbeat. Default 250 ms.
+    /// Raft leader heartbeat. Default 100 ms.
     pub raft_heartbeat: Duration,
-    /// Raft election timeout range. Default 1–2 s.
+    /// Raft election timeout range. Default 400–800 ms. openraft starts an election
+    /// only after the leader lease (the maximum) plus a random timeout in the range, so a
+    /// dead controller is replaced 1.2–1.6 s after its last heartbeat: within the 2 s
+    /// failover budget.
     pub election_timeout: (Duration, Duration),
+    /// How long a broker whose attachment streams ended (its process died) may take to
+    /// attach again before it is fenced (a live broker re-attaches within about 100 ms).
+    /// Default 300 ms.
+    pub attach_grace: Duration,
     /// Bound on `propose`/`heartbeat` before they fail with "no leader". Default 5 s.
     pub request_timeout: Duration,
     /// Take a snapshot (and purge the log) after this many entries. Default 1000.
@@ -130,8 +137,9 @@ impl ControllerConfig {
             learners,
             session_timeout,
             broker_heartbeat_interval: session_timeout / 3,
-            raft_heartbeat: Duration::from_millis(250),
-            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            raft_heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            attach_grace: Duration::from_millis(300),
             request_timeout: Duration::from_secs(5),
             snapshot_every: 1000,
         }
@@ -452,6 +460,8 @@ impl ControllerHandle {
         let handle = self.clone();
         let every = self.inner.config.broker_heartbeat_interval;
         let task = tokio::spawn(async move {
+            let attachment = tokio::spawn(hold_attachment(handle.inner.clone()));
+            let _stop_attachment = AbortOnDrop(attachment);
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -938,7 +948,9 @@ impl Inner {
     /// The active controller's duties, on every node but acted on only by the leader:
     /// fence brokers that missed their session, and add brokers as Raft learners.
     async fn run_active_controller(self: Arc<Self>) {
-        let tick = (self.config.session_timeout / 5).max(Duration::from_millis(20));
+        let tick = (self.config.session_timeout / 5)
+            .min(self.config.attach_grace / 5)
+            .max(Duration::from_millis(20));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
@@ -960,10 +972,21 @@ impl Inner {
                     tracing::info!(node = self.config.node_id, region = %self.config.region, "became the active controller");
                 }
                 was_leader = true;
-                liveness.expired(&state, Instant::now(), self.config.session_timeout)
+                let now = Instant::now();
+                let disconnected = liveness.disconnected(&state, now, self.config.attach_grace);
+                for id in &disconnected {
+                    tracing::warn!(broker = id, grace = ?self.config.attach_grace, "fencing broker: its connection to the controller closed and it did not attach again (process gone)");
+                }
+                let mut expired = liveness.expired(&state, now, self.config.session_timeout);
+                for id in &expired {
+                    tracing::warn!(broker = id, session_timeout = ?self.config.session_timeout, "fencing broker: missed its session timeout");
+                }
+                expired.extend(disconnected);
+                expired.sort_unstable();
+                expired.dedup();
+                expired
             };
             for id in expired {
-                tracing::warn!(broker = id, session_timeout = ?self.config.session_timeout, "fencing broker: missed its session timeout");
                 let fenced = tokio::time::timeout(
                     self.config.request_timeout,
                     self.propose_local(Command::FenceBroker { id }),
@@ -1043,8 +1066,97 @@ fn to_status(err: &BrokerError) -> Status {
     crate::server::to_status(err)
 }
 
+/// Aborts a task when dropped, so a helper task ends with its owner.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The broker side of attachment: keeps a stream open to every other controller voter,
+/// re-attaching at once when one ends, so that whichever voter leads now or after an
+/// election knows when this process dies.
+async fn hold_attachment(inner: Arc<Inner>) {
+    let me = inner.config.node_id;
+    let voters: Vec<(u64, String)> = inner
+        .config
+        .voters
+        .iter()
+        .filter(|p| p.id != me)
+        .map(|p| (p.id, p.addr.clone()))
+        .collect();
+    let holds = voters.into_iter().map(|(voter, addr)| {
+        let inner = inner.clone();
+        async move {
+            loop {
+                if let Ok(mut client) = inner.channels.api(&addr)
+                    && let Ok(response) = client.attach(pb::AttachRequest { broker_id: me }).await
+                {
+                    tracing::debug!(broker = me, voter, "attached to a controller voter");
+                    let mut beats = response.into_inner();
+                    while let Ok(Some(_)) = beats.message().await {}
+                    tracing::debug!(broker = me, voter, "attachment to a controller voter ended");
+                }
+                tokio::time::sleep(ATTACH_RETRY).await;
+            }
+        }
+    });
+    futures::future::join_all(holds).await;
+}
+
+/// Pause between attachment attempts.
+const ATTACH_RETRY: Duration = Duration::from_millis(100);
+/// How often an attachment stream carries a beat.
+const ATTACH_BEAT: Duration = Duration::from_millis(250);
+
+/// Marks a broker attached for as long as its stream lives: tonic drops the stream
+/// when the connection closes, and the drop records the detachment.
+struct Attachment {
+    inner: Arc<Inner>,
+    broker: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.inner
+            .liveness
+            .lock()
+            .expect("liveness lock poisoned")
+            .detach(self.broker, Instant::now());
+    }
+}
+
+type AttachStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<pb::AttachBeat, Status>> + Send>,
+>;
+
 #[tonic::async_trait]
 impl controller_api_server::ControllerApi for ApiService {
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        request: Request<pb::AttachRequest>,
+    ) -> std::result::Result<Response<AttachStream>, Status> {
+        let broker = request.into_inner().broker_id;
+        self.inner
+            .liveness
+            .lock()
+            .expect("liveness lock poisoned")
+            .attach(broker);
+        let attachment = Attachment {
+            inner: self.inner.clone(),
+            broker,
+        };
+        let beats = futures::stream::unfold(attachment, |attachment| async move {
+            tokio::time::sleep(ATTACH_BEAT).await;
+            Some((Ok(pb::AttachBeat {}), attachment))
+        });
+        Ok(Response::new(Box::pin(beats)))
+    }
+
     async fn propose(
         &self,
         request: Request<pb::ProposeRequest>,

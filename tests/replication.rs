@@ -453,3 +453,110 @@ async fn a_dead_leaders_unreplicated_tail_is_truncated_when_it_returns_as_a_foll
         "no epoch-based truncation in the returned broker's log:\n{old_leader_log}"
     );
 }
+
+/// Kills the preferred leader of `leaders-0`, waits until leadership moved away, restarts
+/// it and waits until it is back in the ISR. Returns (region, client, the broker id).
+async fn preferred_leader_returns(octet: u8, rebalance: &str) -> (Region, Client, u64) {
+    let cluster = format!(
+        "[cluster]\nsession_timeout = \"1500ms\"\nreplica_lag_max = \"2s\"\nleader_rebalance_interval = \"{rebalance}\"\n"
+    );
+    let mut region = Region::start_with(octet, 3, "", &cluster);
+    let admin = connect(&region.bootstrap_all(), 20).await;
+    wait_for_brokers(&admin, 3).await;
+    create_replicated(&admin, "leaders", 3).await;
+    let meta = admin.topic("leaders").await.expect("metadata");
+    let preferred = meta.partitions[0].replicas[0];
+    wait_until(
+        "leaders-0 led by its preferred replica with a full ISR",
+        Duration::from_secs(30),
+        &region,
+        async || {
+            placement(&admin, "leaders", 0)
+                .await
+                .is_some_and(|(l, isr)| l == preferred && isr.len() == 3)
+        },
+    )
+    .await;
+    let index = usize::try_from(preferred - 1).unwrap();
+    region.kill9(index);
+    wait_until(
+        "leadership of leaders-0 to move",
+        Duration::from_secs(30),
+        &region,
+        async || {
+            placement(&admin, "leaders", 0)
+                .await
+                .is_some_and(|(l, _)| l != preferred && l != 0)
+        },
+    )
+    .await;
+    region.spawn(index);
+    wait_until(
+        "the preferred replica back in the ISR",
+        Duration::from_secs(30),
+        &region,
+        async || {
+            placement(&admin, "leaders", 0)
+                .await
+                .is_some_and(|(_, isr)| isr.contains(&preferred))
+        },
+    )
+    .await;
+    (region, admin, preferred)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_moves_leadership_back_to_a_returning_preferred_replica() {
+    let (region, admin, preferred) = preferred_leader_returns(64, "1s").await;
+    wait_until(
+        "leadership back on the preferred replica",
+        Duration::from_secs(30),
+        &region,
+        async || {
+            placement(&admin, "leaders", 0)
+                .await
+                .is_some_and(|(l, _)| l == preferred)
+        },
+    )
+    .await;
+    assert!(
+        region
+            .logs()
+            .contains("moving leaderships back to preferred replicas")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_elect_leaders_moves_leadership_back_when_automatic_rebalancing_is_off() {
+    let (region, admin, preferred) = preferred_leader_returns(65, "0s").await;
+    let (leader, _) = placement(&admin, "leaders", 0).await.unwrap();
+    assert_ne!(leader, preferred, "nothing moved it back on its own");
+    let out = support::run_ok(&[
+        "topic",
+        "elect-leaders",
+        "leaders",
+        "--bootstrap",
+        &region.bootstrap_all(),
+    ]);
+    assert!(
+        out.contains(&format!("leaders-0: leader {leader} -> {preferred}")),
+        "{out}"
+    );
+    let (leader, _) = placement(&admin, "leaders", 0).await.unwrap();
+    assert_eq!(leader, preferred);
+    let again = support::run_ok(&[
+        "topic",
+        "elect-leaders",
+        "--bootstrap",
+        &region.bootstrap_all(),
+    ]);
+    assert!(
+        again.contains("every partition is led by its preferred replica"),
+        "{again}"
+    );
+    assert!(
+        !region
+            .logs()
+            .contains("moving leaderships back to preferred replicas")
+    );
+}

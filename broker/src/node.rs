@@ -425,6 +425,45 @@ impl BrokerNode {
         Ok(())
     }
 
+    /// Preferred leader election: leadership goes back to each partition's first
+    /// replica where it is available and in the ISR (offline partitions get a leader
+    /// from their ISR if one is back). Returns the partitions whose leader changed:
+    /// `(topic, partition, previous leader, leader)`.
+    pub async fn elect_preferred_leaders(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<Vec<(String, i32, Option<u64>, Option<u64>)>> {
+        let before = self.cluster();
+        if let Some(names) = &topics
+            && let Some(unknown) = names.iter().find(|n| !before.topics.contains_key(*n))
+        {
+            return Err(BrokerError::UnknownTopic {
+                topic: unknown.clone(),
+            });
+        }
+        self.controller
+            .propose(Command::ElectLeaders { topics })
+            .await?;
+        self.read_barrier().await?;
+        let after = self.cluster();
+        let mut moved = Vec::new();
+        for (name, topic) in &after.topics {
+            let Some(old) = before.topics.get(name) else {
+                continue;
+            };
+            for (i, p) in topic.partitions.iter().enumerate() {
+                let previous = old.partitions.get(i).and_then(|o| o.leader);
+                if previous != p.leader {
+                    moved.push((name.clone(), i as i32, previous, p.leader));
+                }
+            }
+        }
+        for (topic, partition, previous, leader) in &moved {
+            tracing::info!(%topic, partition, ?previous, ?leader, "preferred leader elected");
+        }
+        Ok(moved)
+    }
+
     /// Every topic, or the named ones (an unknown name is an error for that name).
     pub fn topics(&self, names: &[String]) -> Vec<(String, Result<TopicView>)> {
         let state = self.cluster();

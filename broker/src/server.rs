@@ -762,6 +762,31 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(response))
     }
 
+    async fn elect_leaders(
+        &self,
+        request: Request<proto::ElectLeadersRequest>,
+    ) -> Result<Response<proto::ElectLeadersResponse>, Status> {
+        self.ready().await?;
+        self.allow(&request, certs::Action::Admin, "cluster")?;
+        let topics = request.into_inner().topics;
+        let moved = self
+            .node
+            .elect_preferred_leaders((!topics.is_empty()).then_some(topics))
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(proto::ElectLeadersResponse {
+            moved: moved
+                .into_iter()
+                .map(|(topic, partition, previous, leader)| proto::LeaderMove {
+                    topic,
+                    partition,
+                    previous_leader: previous.unwrap_or(0),
+                    leader: leader.unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
+
     async fn find_coordinator(
         &self,
         request: Request<proto::FindCoordinatorRequest>,
@@ -1122,6 +1147,7 @@ pub async fn serve(
         })?;
     let mut controller_config = ControllerConfig::for_node(view)?;
     controller_config.session_timeout = view.cluster.session_timeout;
+    controller_config.leader_rebalance_interval = view.cluster.leader_rebalance_interval;
     controller_config.broker_heartbeat_interval = view.cluster.session_timeout / 3;
     let controller = Controller::start(controller_config).await?;
     let identity = crate::node::BrokerIdentity {

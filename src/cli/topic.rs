@@ -1,4 +1,4 @@
-//! `meridian topic create|list|describe|delete`.
+//! `meridian topic create|list|describe|delete|elect-leaders`.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,16 @@ pub enum TopicCommand {
     Delete {
         /// Topic name.
         name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Move leadership back to each partition's preferred replica (its first), where
+    /// that broker is alive and in sync: after a broker returns from a failure, so that
+    /// it leads its share again. The controller also does this on its own every
+    /// `[cluster] leader_rebalance_interval`.
+    ElectLeaders {
+        /// Topics to rebalance (default: every topic).
+        topics: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -127,6 +137,34 @@ pub fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                     .1
                     .with_context(|| format!("cannot delete topic {name}"))?;
                 println!("deleted topic {name}");
+            }
+            TopicCommand::ElectLeaders { topics, connect } => {
+                let client = connect.connect().await?;
+                let moved = client
+                    .elect_leaders(topics)
+                    .await
+                    .context("preferred leader election failed")?;
+                if moved.is_empty() {
+                    println!(
+                        "every partition is led by its preferred replica (or it is not in sync yet)"
+                    );
+                }
+                let name = |id: u64| {
+                    if id == 0 {
+                        "none".to_string()
+                    } else {
+                        id.to_string()
+                    }
+                };
+                for m in moved {
+                    println!(
+                        "{}-{}: leader {} -> {}",
+                        m.topic,
+                        m.partition,
+                        name(m.previous_leader),
+                        name(m.leader)
+                    );
+                }
             }
         }
         Ok(())

@@ -275,6 +275,20 @@ pub struct ClusterSettings {
     /// so acks=all writes stop waiting for it.
     #[serde(with = "units::serde_duration")]
     pub replica_lag_max: Duration,
+    /// How often the active controller moves leadership back to preferred replicas
+    /// (the first replica of each partition) once they are in sync again, as Kafka's
+    /// `auto.leader.rebalance.enable`: after a broker returns, load spreads again
+    /// without an operator. Zero turns it off (`meridian topic elect-leaders` still
+    /// works).
+    #[serde(
+        with = "units::serde_duration",
+        default = "default_leader_rebalance_interval"
+    )]
+    pub leader_rebalance_interval: Duration,
+}
+
+fn default_leader_rebalance_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for ClusterSettings {
@@ -282,6 +296,7 @@ impl Default for ClusterSettings {
         ClusterSettings {
             session_timeout: Duration::from_secs(6),
             replica_lag_max: Duration::from_secs(10),
+            leader_rebalance_interval: default_leader_rebalance_interval(),
         }
     }
 }

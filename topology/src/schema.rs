@@ -124,6 +124,7 @@ pub(crate) struct RawTopicDefaults {
 pub(crate) struct RawCluster {
     pub session_timeout: Option<S<String>>,
     pub replica_lag_max: Option<S<String>>,
+    pub leader_rebalance_interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

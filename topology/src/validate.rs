@@ -491,8 +491,9 @@ fn check_acls(r: &mut Report<'_>, raw: &RawFile) -> Vec<Acl> {
     acls
 }
 
-/// `[cluster]`: both durations must be positive; a session timeout under 100 ms would
-/// fence healthy brokers between two heartbeats.
+/// `[cluster]`: the session timeout and the lag allowance must be positive (a session
+/// timeout under 100 ms would fence healthy brokers between two heartbeats); a zero
+/// leader rebalance interval turns automatic rebalancing off.
 fn check_cluster(raw: Option<&RawCluster>, r: &mut Report<'_>) -> ClusterSettings {
     let mut c = ClusterSettings::default();
     let Some(raw) = raw else { return c };
@@ -517,6 +518,11 @@ fn check_cluster(raw: Option<&RawCluster>, r: &mut Report<'_>) -> ClusterSetting
             );
         }
         c.replica_lag_max = d;
+    }
+    if let Some(v) = &raw.leader_rebalance_interval
+        && let Some(d) = duration_field(r, v, "cluster.leader_rebalance_interval")
+    {
+        c.leader_rebalance_interval = d;
     }
     c
 }

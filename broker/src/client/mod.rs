@@ -443,6 +443,20 @@ impl Client {
         Ok(response.results.into_iter().map(topic_result).collect())
     }
 
+    /// Preferred leader election over `topics` (empty: all): the partitions whose
+    /// leader moved back to its preferred replica.
+    pub async fn elect_leaders(&self, topics: Vec<String>) -> Result<Vec<proto::LeaderMove>> {
+        let request = proto::ElectLeadersRequest { topics };
+        let response = self
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.elect_leaders(r).await },
+            )
+            .await?;
+        self.refresh_metadata().await?;
+        Ok(response.moved)
+    }
+
     /// Offsets of every partition of a topic, by partition.
     pub async fn list_offsets(&self, topic: &str, spec: OffsetSpec) -> Result<BTreeMap<i32, i64>> {
         let meta = self.topic(topic).await?;

@@ -117,7 +117,14 @@ pub struct ControllerConfig {
     pub request_timeout: Duration,
     /// Take a snapshot (and purge the log) after this many entries. Default 1000.
     pub snapshot_every: u64,
+    /// How often the active controller checks for partitions led away from their
+    /// preferred replica and moves them back (zero: never). Default 30 s.
+    pub leader_rebalance_interval: Duration,
 }
+
+/// Kafka's `leader.imbalance.per.broker.percentage`: rebalance once a broker leads fewer
+/// than 90 % of the partitions it is the preferred replica of.
+const LEADER_IMBALANCE_THRESHOLD: f64 = 0.10;
 
 impl ControllerConfig {
     /// Production defaults for the given node, region, directory and members.
@@ -142,6 +149,7 @@ impl ControllerConfig {
             attach_grace: Duration::from_millis(300),
             request_timeout: Duration::from_secs(5),
             snapshot_every: 1000,
+            leader_rebalance_interval: Duration::from_secs(30),
         }
     }
 
@@ -954,6 +962,7 @@ impl Inner {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
+        let mut next_rebalance_check = Instant::now() + self.config.leader_rebalance_interval;
         loop {
             ticker.tick().await;
             let leader = self.is_leader();
@@ -997,6 +1006,29 @@ impl Inner {
                 }
             }
             self.add_learners(&state).await;
+            if !self.config.leader_rebalance_interval.is_zero()
+                && Instant::now() >= next_rebalance_check
+            {
+                next_rebalance_check = Instant::now() + self.config.leader_rebalance_interval;
+                self.rebalance_leaders(&state).await;
+            }
+        }
+    }
+
+    /// Moves leaderships back to preferred replicas when the imbalance passes Kafka's
+    /// threshold (a broker that returned after a failure leads nothing until then).
+    async fn rebalance_leaders(&self, state: &ClusterState) {
+        if !state.leader_imbalance_exceeds(LEADER_IMBALANCE_THRESHOLD) {
+            return;
+        }
+        tracing::info!(region = %self.config.region, "moving leaderships back to preferred replicas");
+        let elected = tokio::time::timeout(
+            self.config.request_timeout,
+            self.propose_local(Command::ElectLeaders { topics: None }),
+        )
+        .await;
+        if !matches!(elected, Ok(Ok(Routed::Answer(_)))) {
+            tracing::warn!(region = %self.config.region, "could not move leaderships back to preferred replicas; will retry");
         }
     }
 

@@ -579,6 +579,28 @@ impl ClusterState {
         }
     }
 
+    /// Whether some broker leads too few of the partitions it is the preferred replica
+    /// of: more than `threshold` (Kafka's `leader.imbalance.per.broker.percentage`, 10 %)
+    /// of them are led by another broker although the preferred one is available and in
+    /// sync, so an election would move them back.
+    pub fn leader_imbalance_exceeds(&self, threshold: f64) -> bool {
+        let available = self.available_brokers();
+        let mut preferred: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+        for p in self.topics.values().flat_map(|t| &t.partitions) {
+            let Some(&first) = p.replicas.first() else {
+                continue;
+            };
+            let entry = preferred.entry(first).or_default();
+            entry.0 += 1;
+            if p.leader != Some(first) && p.isr.contains(&first) && available.contains(&first) {
+                entry.1 += 1;
+            }
+        }
+        preferred.values().any(|(total, misplaced)| {
+            *misplaced > 0 && *misplaced as f64 / *total as f64 > threshold
+        })
+    }
+
     fn elect_preferred(&mut self, topics: Option<&[String]>) {
         self.elect_offline();
         let available = self.available_brokers();
@@ -1039,5 +1061,85 @@ mod tests {
             state
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn leader_imbalance_counts_only_preferred_replicas_that_could_lead() {
+        let mut state = ClusterState::default();
+        for id in 1..=3u64 {
+            state
+                .apply(
+                    &Command::RegisterBroker {
+                        id,
+                        name: format!("b{id}"),
+                        region: "r".into(),
+                        grpc_addr: String::new(),
+                        kafka_addr: None,
+                    },
+                    id,
+                )
+                .unwrap();
+        }
+        state
+            .apply(
+                &Command::CreateTopic {
+                    name: "t".into(),
+                    partitions: 3,
+                    replication_factor: 3,
+                    configs: Default::default(),
+                },
+                10,
+            )
+            .unwrap();
+        assert!(
+            !state.leader_imbalance_exceeds(0.1),
+            "fresh topics are balanced"
+        );
+        let victim = state.topics["t"].partitions[0].replicas[0];
+        state
+            .apply(&Command::FenceBroker { id: victim }, 11)
+            .unwrap();
+        assert!(
+            !state.leader_imbalance_exceeds(0.1),
+            "a fenced preferred replica cannot take its leadership back"
+        );
+        state
+            .apply(
+                &Command::UnfenceBroker {
+                    id: victim,
+                    epoch: state.brokers[&victim].epoch,
+                },
+                12,
+            )
+            .unwrap();
+        assert!(
+            !state.leader_imbalance_exceeds(0.1),
+            "back but not in sync yet: it cannot lead"
+        );
+        let p = state.topics["t"].partitions[0].clone();
+        let leader = p.leader.unwrap();
+        let mut isr = p.isr.clone();
+        isr.push(victim);
+        state
+            .apply(
+                &Command::AlterIsr {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: leader,
+                    leader_epoch: p.leader_epoch,
+                    new_isr: isr,
+                },
+                13,
+            )
+            .unwrap();
+        assert!(
+            state.leader_imbalance_exceeds(0.1),
+            "back and in sync: imbalanced"
+        );
+        state
+            .apply(&Command::ElectLeaders { topics: None }, 14)
+            .unwrap();
+        assert_eq!(state.topics["t"].partitions[0].leader, Some(victim));
+        assert!(!state.leader_imbalance_exceeds(0.1));
     }
 }

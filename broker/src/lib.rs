@@ -17,6 +17,7 @@ pub mod controller;
 pub mod data_dir;
 pub mod error;
 pub mod group;
+pub mod kafka;
 pub mod log;
 pub mod node;
 pub mod partition;

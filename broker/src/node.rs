@@ -727,6 +727,33 @@ impl BrokerNode {
         .await
     }
 
+    /// The active controller's broker id, if the quorum has a leader.
+    pub fn controller_id(&self) -> Option<u64> {
+        self.controller.metrics().leader
+    }
+
+    /// A producer id for InitProducerId, unique in the region without a round trip:
+    /// this broker's id in the top bits, then a millisecond clock that never repeats a
+    /// value on this broker (strictly increasing even within one millisecond or across
+    /// a restart, as long as the wall clock does not go back).
+    pub fn new_producer_id(&self) -> i64 {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static LAST: AtomicI64 = AtomicI64::new(0);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut taken = LAST.load(Ordering::Relaxed);
+        let stamp = loop {
+            let next = now.max(taken + 1);
+            match LAST.compare_exchange(taken, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break next,
+                Err(current) => taken = current,
+            }
+        };
+        let broker = (self.identity.id & 0x7_ffff) as i64;
+        (broker << 44) | (stamp & ((1 << 44) - 1))
+    }
+
     /// The broker that coordinates `group`'s membership: the rendezvous-hash owner of the
     /// group among the region's unfenced brokers. Every broker computes the same answer
     /// from its replicated metadata, so FindCoordinator needs no extra state; when the

@@ -173,6 +173,19 @@ impl BrokerService {
         }
     }
 
+    /// Whether the peer of a connection (the Kafka listener's) may `action` on
+    /// `resource`, without counting a refusal.
+    pub(crate) fn may_access(
+        &self,
+        peer: &crate::transport::PeerInfo,
+        action: certs::Action,
+        resource: &str,
+    ) -> bool {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(peer.clone());
+        self.may(&request, action, resource)
+    }
+
     /// Whether the caller may `action` on `resource`, without counting a refusal (for
     /// listings, which show only what the caller may see, as Kafka's Metadata does).
     fn may<T>(&self, request: &Request<T>, action: certs::Action, resource: &str) -> bool {
@@ -1111,6 +1124,37 @@ fn broker_metrics(
     endpoint
 }
 
+/// What the Kafka listener accepts, from the file's `tls.listeners.kafka` mode: TLS
+/// needs the node's certificate (the same identity and CA as its gRPC listener).
+fn kafka_listener_security(
+    view: &topology::NodeView,
+    node_tls: Option<&crate::transport::NodeTls>,
+) -> Result<
+    (
+        crate::transport::ListenerSecurity,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
+    BrokerError,
+> {
+    use crate::transport::ListenerSecurity;
+    match (view.tls.listeners.kafka, node_tls) {
+        (topology::TlsMode::Off, _) => Ok((ListenerSecurity::Plaintext, None)),
+        (topology::TlsMode::Optional, None) => Ok((ListenerSecurity::Plaintext, None)),
+        (topology::TlsMode::Optional, Some(tls)) => {
+            Ok((ListenerSecurity::TlsOrPlaintext, Some(tls.server.clone())))
+        }
+        (topology::TlsMode::Required, Some(tls)) => {
+            Ok((ListenerSecurity::TlsOnly, Some(tls.server.clone())))
+        }
+        (topology::TlsMode::Required, None) => Err(BrokerError::InvalidRequest {
+            reason: format!(
+                "tls.listeners.kafka is \"required\" but {}/{} has no certificate; run `meridian certs issue-deployment` or set it to \"optional\"",
+                view.region, view.name
+            ),
+        }),
+    }
+}
+
 /// Runs a broker node for `view` until `shutdown` resolves: claims the data directory,
 /// starts the controller node (its Raft and API services share the broker's gRPC
 /// listener), joins the cluster with heartbeats, and on shutdown hands its leaderships
@@ -1231,6 +1275,7 @@ pub async fn serve(
             if let Err(err) = controller.controlled_shutdown().await {
                 tracing::warn!(%region, node = %name, %err, "controlled shutdown failed; stopping anyway");
             }
+            controller.close_attachments();
         }
     };
     let incoming = match &node_tls {
@@ -1241,20 +1286,33 @@ pub async fn serve(
             None,
         ),
     };
+    let service = BrokerService::new(node.clone())
+        .with_gossip(membership.clone())
+        .with_access(access.clone());
+    let kafka = match view.kafka_addr {
+        Some(addr) => {
+            let (security, tls) = kafka_listener_security(view, node_tls.as_ref())?;
+            let ctx = crate::kafka::KafkaContext::new(service.clone(), node.clone());
+            Some(tokio::spawn(async move {
+                if let Err(err) = crate::kafka::run_listener(addr, security, tls, ctx).await {
+                    tracing::error!(%err, "the Kafka listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(crate::telemetry::RequestMetricsLayer)
         .layer(crate::access::ControllerGuardLayer::new(access.clone()))
-        .add_service(
-            BrokerService::new(node.clone())
-                .with_gossip(membership.clone())
-                .with_access(access)
-                .into_server(),
-        )
+        .add_service(service.into_server())
         .add_service(raft_service)
         .add_service(api_service)
         .serve_with_incoming_shutdown(incoming, stopping)
         .await;
+    if let Some(kafka) = kafka {
+        kafka.abort();
+    }
     housekeeping.abort();
     reconciler.abort();
     metrics.abort();

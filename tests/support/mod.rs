@@ -114,6 +114,8 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration, log: &Path) {
 
 /// One broker process of a [`Region`].
 pub struct BrokerProc {
+    /// The Kafka listener, when the region was started with one.
+    pub kafka: Option<SocketAddr>,
     pub name: String,
     pub grpc: SocketAddr,
     pub child: Option<Child>,
@@ -136,6 +138,31 @@ impl Region {
     /// Like [`Region::start`], with `extra_tables` (whole TOML tables such as
     /// `[cluster]`) written before the regions.
     pub fn start_with(third_octet: u8, n: u8, extra_defaults: &str, extra_tables: &str) -> Self {
+        Self::start_full(third_octet, n, extra_defaults, extra_tables, false)
+    }
+
+    /// Like [`Region::start_with`], every broker also listening for Kafka clients
+    /// (plaintext); `BrokerProc::kafka` has the address.
+    pub fn start_with_kafka(third_octet: u8, n: u8, extra_defaults: &str) -> Self {
+        Self::start_full(third_octet, n, extra_defaults, "", true)
+    }
+
+    /// `--bootstrap` for Kafka clients, naming every broker's Kafka listener.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .filter_map(|b| b.kafka.map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_full(
+        third_octet: u8,
+        n: u8,
+        extra_defaults: &str,
+        extra_tables: &str,
+        kafka: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut text = format!(
             r#"[deployment]
@@ -176,10 +203,15 @@ name = "local"
                 SocketAddr::from((ip, free_port(ip))),
                 SocketAddr::from((ip, free_port(ip))),
             ));
+            let kafka_addr = kafka.then(|| SocketAddr::from((ip, free_port(ip))));
+            if let Some(addr) = kafka_addr {
+                text.push_str(&format!("kafka = \"{addr}\"\n"));
+            }
             let log = dir.path().join(format!("{name}.log"));
             brokers.push(BrokerProc {
                 name,
                 grpc,
+                kafka: kafka_addr,
                 child: None,
                 log,
             });

@@ -316,6 +316,7 @@ impl GroupConsumer {
                 }],
                 session_timeout_ms: timeout_ms(self.config.session_timeout),
                 rebalance_timeout_ms: timeout_ms(self.config.rebalance_timeout),
+                require_known_member_id: true,
             };
             let response = stub
                 .join_group(request)

@@ -315,6 +315,7 @@ impl Controller {
             liveness: Mutex::new(Liveness::default()),
             tasks: Mutex::new(Vec::new()),
             heartbeats: Mutex::new(None),
+            closing: watch::channel(false).0,
             my_epoch: AtomicI64::new(0),
         });
         inner.bootstrap().await?;
@@ -573,9 +574,16 @@ impl ControllerHandle {
         )
     }
 
+    /// Ends the attachment streams other brokers hold to this node, so that the gRPC
+    /// server can stop gracefully (call it when the broker starts shutting down).
+    pub fn close_attachments(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
     /// Stops heartbeats, background tasks and the Raft node; `state()` receivers keep
     /// the last applied copy. The store is released once openraft's tasks have ended.
     pub async fn shutdown(&self) -> Result<()> {
+        self.close_attachments();
         self.stop_heartbeats();
         for task in self
             .inner
@@ -665,6 +673,9 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     heartbeats: Mutex<Option<JoinHandle<()>>>,
     my_epoch: AtomicI64,
+    /// Set when the node stops: attachment streams end, so the gRPC server's graceful
+    /// shutdown is not held open by them.
+    closing: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -1182,10 +1193,19 @@ impl controller_api_server::ControllerApi for ApiService {
             inner: self.inner.clone(),
             broker,
         };
-        let beats = futures::stream::unfold(attachment, |attachment| async move {
-            tokio::time::sleep(ATTACH_BEAT).await;
-            Some((Ok(pb::AttachBeat {}), attachment))
-        });
+        let closing = self.inner.closing.subscribe();
+        let beats = futures::stream::unfold(
+            (attachment, closing),
+            |(attachment, mut closing)| async move {
+                if *closing.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(ATTACH_BEAT) => Some((Ok(pb::AttachBeat {}), (attachment, closing))),
+                    _ = closing.changed() => None,
+                }
+            },
+        );
         Ok(Response::new(Box::pin(beats)))
     }
 

@@ -35,9 +35,7 @@ pub async fn join(
             .collect(),
         session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
         rebalance_timeout: Duration::from_millis(u64::from(request.rebalance_timeout_ms)),
-        // Our client always takes the KIP-394 round trip: a member id is reserved before
-        // the member can be waited for, so a retried join does not leave a ghost.
-        require_known_member_id: true,
+        require_known_member_id: request.require_known_member_id,
     };
     match shell.join(join).await {
         Ok(joined) => proto::JoinGroupResponse {

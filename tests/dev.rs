@@ -214,6 +214,10 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
     values.sort_unstable();
     assert_eq!(values, ["a", "b", "c"]);
 
+    // Kafka clients over mutual TLS: kcat produces in us-east, and kcat reads the
+    // mirrored copy from us-east.tour in eu-west.
+    kcat_across_regions(regions, &tls);
+
     // Gossip's shared state carries each mirror worker's flow summary to every node.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -268,4 +272,75 @@ fn dev_writes_ready_json_serves_clients_reports_deaths_and_stops_on_ctrl_c() {
         !dir.path().join("ready.json").exists(),
         "ready.json must go away with the deployment"
     );
+}
+
+/// kcat (librdkafka) with the dev client's certificate: a record produced through
+/// us-east's Kafka listener is read from eu-west's `us-east.tour` by kcat too.
+fn kcat_across_regions(regions: &serde_json::Map<String, serde_json::Value>, tls: &str) {
+    let installed = std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("SKIPPED: kcat is not installed (apt-get install kcat); .ci/run installs it");
+        return;
+    }
+    let ssl = [
+        "-X".to_string(),
+        "security.protocol=ssl".to_string(),
+        "-X".to_string(),
+        format!("ssl.ca.location={tls}/ca.pem"),
+        "-X".to_string(),
+        format!("ssl.certificate.location={tls}/cert.pem"),
+        "-X".to_string(),
+        format!("ssl.key.location={tls}/key.pem"),
+    ];
+    let east = regions["us-east"]["kafka_bootstrap"]
+        .as_str()
+        .expect("ready.json names kafka_bootstrap");
+    let west = regions["eu-west"]["kafka_bootstrap"].as_str().unwrap();
+    let mut produce = std::process::Command::new("kcat")
+        .args(["-P", "-b", east, "-t", "tour", "-K", ":", "-X", "acks=all"])
+        .args(&ssl)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"kcat-key:from-kcat\n")
+        .unwrap();
+    assert!(produce.wait().unwrap().success(), "kcat produce over mTLS");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new("kcat")
+            .args([
+                "-C",
+                "-b",
+                west,
+                "-t",
+                "us-east.tour",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%k=%s\n",
+            ])
+            .args(&ssl)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.lines().any(|l| l == "kcat-key=from-kcat") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kcat's record never reached eu-west's us-east.tour: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -202,3 +202,140 @@ async fn broker_read_all(client: &Client, topic: &str) -> BTreeMap<(i32, i64), S
     }
     out
 }
+
+/// Whether `python3` can import `module`; prints SKIPPED with the install hint when not.
+fn have_python_module(module: &str, package: &str) -> bool {
+    have(
+        "python3",
+        &["-c", &format!("import {module}")],
+        &format!("pip install {package}"),
+    )
+}
+
+fn python(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/kafka_clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_idempotent_producer_and_a_group_of_two_that_hands_over_without_a_skip() {
+    if !have_python_module("confluent_kafka", "confluent-kafka") {
+        return;
+    }
+    let region = Region::start_with_kafka(73, 3, "");
+    let client = connect(&region).await;
+    create(&client, "payments", 4).await;
+    let n = 2_000;
+    let report = python(
+        "confluent_group.py",
+        &[&region.kafka_bootstrap(), "payments", &n.to_string()],
+    );
+    assert_eq!(report["delivery_errors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["acked"], n);
+    let ends = client
+        .list_offsets("payments", OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert_eq!(
+        ends.values().sum::<i64>(),
+        n,
+        "the idempotent producer wrote each record once"
+    );
+
+    // The two members split the four partitions.
+    let a: Vec<i64> = serde_json::from_value(report["assigned_first"].clone()).unwrap();
+    let b: Vec<i64> = serde_json::from_value(report["assigned_second"].clone()).unwrap();
+    assert!(!a.is_empty() && !b.is_empty(), "{report}");
+    assert!(a.iter().all(|p| !b.contains(p)), "disjoint: {a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), 4);
+    let after: Vec<i64> = serde_json::from_value(report["assigned_second_after"].clone()).unwrap();
+    assert_eq!(after, vec![0, 1, 2, 3], "the survivor owns every partition");
+
+    // Nothing skipped: every offset of every partition was read; the survivor resumed
+    // the leaver's partitions exactly at its committed positions.
+    let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for who in ["first", "second"] {
+        for r in report["reads"][who].as_array().unwrap() {
+            seen.entry(r[0].as_i64().unwrap())
+                .or_default()
+                .push(r[1].as_i64().unwrap());
+        }
+    }
+    for (p, end) in &ends {
+        let mut offsets = seen.remove(&i64::from(*p)).unwrap_or_default();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets, (0..*end).collect::<Vec<_>>(), "partition {p}");
+    }
+    let first_read: i64 = report["first_read"].as_i64().unwrap();
+    assert!(
+        first_read > 0,
+        "the first member read before leaving: {report}"
+    );
+    let mut last_of_first: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in report["reads"]["first"].as_array().unwrap() {
+        last_of_first.insert(r[0].as_i64().unwrap(), r[1].as_i64().unwrap());
+    }
+    let mut first_after: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in report["second_after_takeover"].as_array().unwrap() {
+        first_after
+            .entry(r[0].as_i64().unwrap())
+            .or_insert(r[1].as_i64().unwrap());
+    }
+    for (p, last) in last_of_first {
+        if let Some(resumed) = first_after.get(&p) {
+            assert_eq!(
+                *resumed,
+                last + 1,
+                "partition {p} resumed at the committed offset"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_round_trip() {
+    if !have_python_module("kafka", "kafka-python") {
+        return;
+    }
+    let region = Region::start_with_kafka(74, 1, "");
+    let client = connect(&region).await;
+    create(&client, "events", 2).await;
+    let report = python(
+        "kafka_python_roundtrip.py",
+        &[&region.kafka_bootstrap(), "events", "500"],
+    );
+    let read = report["read"].as_array().unwrap();
+    assert_eq!(read.len(), 500, "{report}");
+    let acked: BTreeMap<(i64, i64), ()> = report["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| ((a[0].as_i64().unwrap(), a[1].as_i64().unwrap()), ()))
+        .collect();
+    for r in read {
+        let key = r[2].as_str().unwrap();
+        assert_eq!(r[3].as_str().unwrap(), key.replace('k', "v"));
+        assert_eq!(r[4], serde_json::json!([["origin", "kafka-python"]]));
+        assert!(
+            acked.contains_key(&(r[0].as_i64().unwrap(), r[1].as_i64().unwrap())),
+            "read what was acknowledged"
+        );
+    }
+}

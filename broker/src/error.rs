@@ -37,6 +37,10 @@ pub enum ErrorCode {
     TopicAlreadyExists = 36,
     /// The peer does not support this request or version (UNSUPPORTED_VERSION).
     UnsupportedVersion = 35,
+    /// An idempotent producer's batch does not follow its previous one.
+    OutOfOrderSequenceNumber = 45,
+    /// An idempotent producer wrote with an epoch older than the partition has seen.
+    InvalidProducerEpoch = 47,
     /// The partition count is not valid.
     InvalidPartitions = 37,
     /// The replication factor is not valid.
@@ -102,6 +106,8 @@ impl ErrorCode {
         ErrorCode::TopicAuthorizationFailed,
         ErrorCode::TopicAlreadyExists,
         ErrorCode::UnsupportedVersion,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::InvalidConfig,
@@ -188,6 +194,30 @@ pub enum BrokerError {
         path: PathBuf,
         /// What was wrong, with the line.
         reason: String,
+    },
+    /// An idempotent producer's batch skips sequence numbers (a batch in between was
+    /// lost). State: nothing appended; the producer must fail the gap's records.
+    #[error(
+        "producer {producer_id} sent sequence {got} but the partition expects {expected}: a batch in between is missing"
+    )]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence that would follow the last written batch.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent producer wrote with an epoch older than one already seen (a newer
+    /// incarnation of it exists). State: nothing appended.
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch it sent.
+        epoch: i16,
+        /// The newest epoch seen.
+        current: i16,
     },
     /// A batch sent by a client is malformed or fails its CRC. State: nothing appended.
     #[error("invalid record batch: {reason}")]
@@ -591,6 +621,8 @@ impl BrokerError {
             }
             BrokerError::TopicExists { .. } => ErrorCode::TopicAlreadyExists,
             BrokerError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            BrokerError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             BrokerError::PartitionOffline { .. } | BrokerError::CorruptCheckpoint { .. } => {

@@ -119,6 +119,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     for region in topology.regions() {
         let mut bootstrap = Vec::new();
+        let mut kafka_bootstrap = Vec::new();
         let mut metrics = Vec::new();
         for broker in &region.brokers {
             let view = topology.node(&format!("{}/{}", region.name, broker.name))?;
@@ -132,6 +133,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             )?;
             if let Some(addr) = view.grpc_addr {
                 bootstrap.push(addr.to_string());
+            }
+            if let Some(addr) = view.kafka_addr {
+                kafka_bootstrap.push(addr.to_string());
             }
             let url = metrics_url(view.metrics_addr);
             metrics.push(url.clone());
@@ -182,7 +186,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             region.name.clone(),
             ReadyRegion {
                 bootstrap: bootstrap.join(","),
-                kafka_bootstrap: None,
+                kafka_bootstrap: (!kafka_bootstrap.is_empty()).then(|| kafka_bootstrap.join(",")),
                 metrics,
                 client_tls_dir: Some(client_tls_dir.display().to_string()),
             },
@@ -240,7 +244,7 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
         "# Written by `meridian dev`: a local deployment on loopback addresses.\n\
          [deployment]\nname = \"dev\"\n\n\
          [tls]\ndir = \"tls\"\n\n\
-         [tls.listeners]\nclient = \"required\"\ninter_broker = \"required\"\ninter_region = \"required\"\nkafka = \"off\"\nmetrics = \"off\"\n\n\
+         [tls.listeners]\nclient = \"required\"\ninter_broker = \"required\"\ninter_region = \"required\"\nkafka = \"required\"\nmetrics = \"off\"\n\n\
          [gossip]\n",
     );
     writeln!(text, "keyring = [\"{}\"]\n", dev_gossip_key())?;
@@ -273,8 +277,9 @@ fn deployment_file(regions: usize, brokers: usize) -> anyhow::Result<String> {
             let ip = Ipv4Addr::new(127, 0, (r + 1) as u8, b as u8);
             writeln!(
                 text,
-                "[[regions.brokers]]\nname = \"b{b}\"\nid = {id}\ngrpc = \"{}\"\ngossip = \"{}\"\nmetrics = \"{}\"\ndata_dir = \"data/{name}/b{b}\"\n",
+                "[[regions.brokers]]\nname = \"b{b}\"\nid = {id}\ngrpc = \"{}\"\nkafka = \"{}\"\ngossip = \"{}\"\nmetrics = \"{}\"\ndata_dir = \"data/{name}/b{b}\"\n",
                 free_addr(ip, 9090)?,
+                free_addr(ip, 9092)?,
                 free_udp_addr(ip, 7946)?,
                 free_addr(ip, 9100)?,
             )?;
@@ -582,7 +587,14 @@ fn print_tour(dir: &Path, ready: &Ready) {
         "  prometheus --config.file={}/prometheus.yml   # scrape config for every node",
         dir.display()
     );
-    println!("Not built yet: the Kafka listener (see the README).");
+    if let Some(kafka) = &ready.regions[first].kafka_bootstrap {
+        let tls = ready.regions[first].client_tls_dir.as_deref().unwrap_or("");
+        println!();
+        println!("Kafka clients (mutual TLS, the dev client's certificate):");
+        println!(
+            "  kcat -L -b {kafka} -X security.protocol=ssl -X ssl.ca.location={tls}/ca.pem -X ssl.certificate.location={tls}/cert.pem -X ssl.key.location={tls}/key.pem"
+        );
+    }
     println!(
         "Topology: {}/topology.toml   logs: {}/logs   ready: {}/ready.json",
         dir.display(),

@@ -20,7 +20,7 @@ pub const LOG_OVERHEAD: usize = 12;
 /// The only record format the log accepts.
 pub const MAGIC_V2: i8 = 2;
 /// Offset of the CRC field; the CRC covers `[CRC_START..]`.
-const CRC_OFFSET: usize = 17;
+pub(crate) const CRC_OFFSET: usize = 17;
 /// First byte covered by the CRC (the attributes field).
 pub const CRC_START: usize = 21;
 /// Byte range of the partition leader epoch, which comparisons of stored data ignore.

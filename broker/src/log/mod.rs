@@ -45,6 +45,7 @@
 pub mod batch;
 pub mod epochs;
 mod index;
+pub mod producers;
 mod segment;
 
 use std::path::{Path, PathBuf};
@@ -251,6 +252,8 @@ pub struct PartitionLog {
     last_sync: Instant,
     /// Which leader epoch wrote from which offset (KIP-101), kept in step with the log.
     epochs: epochs::LeaderEpochCache,
+    /// Idempotent producers' recent batches, to answer retries without writing twice.
+    producers: producers::ProducerStates,
 }
 
 fn parse_segment_name(name: &str, ext: &str) -> Option<i64> {
@@ -321,8 +324,10 @@ impl PartitionLog {
             dir_dirty,
             last_sync: Instant::now(),
             epochs: epochs::LeaderEpochCache::default(),
+            producers: producers::ProducerStates::default(),
         };
         log.epochs = log.recover_epochs()?;
+        log.producers = log.recover_producers()?;
         report.segments = log.segments();
         report.log_start_offset = log.log_start_offset();
         report.log_end_offset = log.log_end_offset();
@@ -363,6 +368,32 @@ impl PartitionLog {
             cache.store(&self.dir)?;
         }
         Ok(cache)
+    }
+
+    /// Idempotent producers' state from the batches of the active segment: a retry
+    /// arrives within seconds of its first attempt, so the newest batches are the ones
+    /// that matter. A producer whose last batch is older starts afresh (accepted at any
+    /// sequence), which is what Kafka does for a producer whose state expired.
+    fn recover_producers(&self) -> Result<producers::ProducerStates> {
+        let mut states = producers::ProducerStates::default();
+        let mut offset = self.active.data.base.max(self.log_start_offset());
+        let end = self.log_end_offset();
+        while offset < end {
+            let slice = self.read(offset, 4 << 20)?;
+            let mut at = 0;
+            while at < slice.bytes.len() {
+                let Ok(h) = batch::BatchHeader::parse(&slice.bytes[at..]) else {
+                    break;
+                };
+                states.record(&h);
+                at += h.total_len();
+            }
+            if slice.next_offset <= offset {
+                break;
+            }
+            offset = slice.next_offset;
+        }
+        Ok(states)
     }
 
     /// Reads every batch header once to learn where each leader epoch started.
@@ -553,6 +584,45 @@ impl PartitionLog {
         let mut skip = 0;
         match mode {
             AppendMode::AssignOffsets => {
+                // A retried idempotent batch is answered with its first offsets. Kafka
+                // clients send one batch per partition and request; a request that
+                // mixes retried and new batches is refused rather than half-written.
+                let checks = parsed
+                    .iter()
+                    .map(|(_, h)| self.producers.check(h))
+                    .collect::<Result<Vec<_>>>()?;
+                let duplicates: Vec<(i64, i64)> = checks
+                    .iter()
+                    .filter_map(|c| match c {
+                        producers::SequenceCheck::Duplicate {
+                            base_offset,
+                            last_offset,
+                        } => Some((*base_offset, *last_offset)),
+                        producers::SequenceCheck::Append => None,
+                    })
+                    .collect();
+                if !duplicates.is_empty() {
+                    if duplicates.len() != parsed.len() {
+                        return Err(BrokerError::InvalidRequest {
+                            reason:
+                                "a request mixes retried and new batches of an idempotent producer"
+                                    .into(),
+                        });
+                    }
+                    tracing::debug!(dir = %self.dir.display(), base_offset = duplicates[0].0, "idempotent retry answered from the first write");
+                    return Ok(AppendOutcome {
+                        base_offset: duplicates[0].0,
+                        last_offset: duplicates[duplicates.len() - 1].1,
+                        duplicate: true,
+                        max_timestamp: parsed
+                            .iter()
+                            .map(|(_, h)| h.max_timestamp)
+                            .max()
+                            .unwrap_or(-1),
+                        position: 0,
+                        batches: parsed.len(),
+                    });
+                }
                 let mut next = leo;
                 for (at, h) in parsed.iter_mut() {
                     let len = h.total_len();
@@ -636,6 +706,7 @@ impl PartitionLog {
         let mut new_epoch = false;
         for (_, h) in &parsed[skip..] {
             new_epoch |= self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            self.producers.record(h);
         }
         if new_epoch && let Err(err) = self.epochs.store(&self.dir) {
             // The batches are written and the cache in memory is right; the next start
@@ -851,6 +922,7 @@ impl PartitionLog {
             tracing::warn!(dir = %self.dir.display(), offset, "log truncated fully");
             self.epochs = epochs::LeaderEpochCache::default();
             self.epochs.store(&self.dir)?;
+            self.producers = producers::ProducerStates::default();
             return Ok(());
         }
         let mut i = self.seg_for(offset);
@@ -887,6 +959,7 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(self.log_end_offset()) {
             self.epochs.store(&self.dir)?;
         }
+        self.producers.truncate_from(self.log_end_offset());
         Ok(())
     }
 }

@@ -206,3 +206,46 @@ fn a_leaders_offset_preserving_append_stamps_its_own_epoch() {
     );
     assert_eq!(log.latest_epoch(), Some(3));
 }
+
+#[test]
+fn a_retried_idempotent_batch_is_not_written_twice_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let idempotent = |seq: i32| {
+        let mut b = make_batch(0, 1, 1, b"p");
+        b[43..51].copy_from_slice(&77i64.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = batch::compute_crc(&b);
+        b[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let first = log
+        .append(&mut idempotent(0), AppendMode::AssignOffsets, Some(1))
+        .unwrap();
+    assert_eq!((first.base_offset, first.duplicate), (0, false));
+    let retry = log
+        .append(&mut idempotent(0), AppendMode::AssignOffsets, Some(1))
+        .unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.duplicate),
+        (0, 1, true)
+    );
+    assert_eq!(log.log_end_offset(), 2, "nothing written for the retry");
+    let gap = log
+        .append(&mut idempotent(5), AppendMode::AssignOffsets, Some(1))
+        .unwrap_err();
+    assert_eq!(gap.code(), crate::ErrorCode::OutOfOrderSequenceNumber);
+    log.append(&mut idempotent(2), AppendMode::AssignOffsets, Some(1))
+        .unwrap();
+    drop(log);
+    let (mut log, _) = PartitionLog::open(dir.path(), small_config()).unwrap();
+    let retry = log
+        .append(&mut idempotent(2), AppendMode::AssignOffsets, Some(1))
+        .unwrap();
+    assert!(
+        retry.duplicate,
+        "the state is rebuilt from the log at start-up"
+    );
+    assert_eq!(log.log_end_offset(), 4);
+}

@@ -156,3 +156,38 @@ proptest! {
         let _ = parse(body.slice(..cut));
     }
 }
+
+/// Inputs that once broke a decoder, kept as a corpus: each must be refused with a
+/// close, not a crash.
+#[test]
+fn the_regression_corpus_closes_cleanly() {
+    let corpus: &[(&str, &[u8])] = &[
+        // Metadata v1, null client id, then a topic array declaring 2^31-1 entries: the
+        // unpatched kafka-protocol aborted on a ~190 GB Vec::with_capacity.
+        (
+            "array-count bomb",
+            &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+        ),
+        // Fetch v11 with a huge topics count.
+        (
+            "fetch bomb",
+            &[
+                0, 1, 0, 11, 0, 0, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+            ],
+        ),
+        // JoinGroup v7 (flexible): compact array length as a 5-byte varint.
+        (
+            "compact bomb",
+            &[
+                0, 11, 0, 7, 0, 0, 0, 3, 0xff, 0xff, 0, 2, b'g', 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0,
+                2, b'c', 0xff, 0xff, 0xff, 0xff, 0x07,
+            ],
+        ),
+    ];
+    for (name, bytes) in corpus {
+        match parse(Bytes::from_static(bytes)) {
+            Err(Outcome::Close(_)) => {}
+            other => panic!("{name}: expected a close, got {other:?}"),
+        }
+    }
+}

@@ -464,6 +464,74 @@ impl BrokerNode {
         Ok(moved)
     }
 
+    /// Grows `name` to `partitions` partitions; answers once this broker's copy shows
+    /// them (the new ones open wherever they are placed, at offset 0).
+    pub async fn create_partitions(&self, name: &str, partitions: i32) -> Result<()> {
+        let Some(topic) = self.cluster().topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let count = u32::try_from(partitions).map_err(|_| BrokerError::InvalidRequest {
+            reason: format!("{partitions} is not a partition count"),
+        })?;
+        if count as usize <= topic.partitions.len() {
+            return Err(BrokerError::InvalidRequest {
+                reason: format!(
+                    "{name} already has {} partitions; a topic can only grow",
+                    topic.partitions.len()
+                ),
+            });
+        }
+        self.controller
+            .propose(Command::CreatePartitions {
+                name: name.to_owned(),
+                partitions: count,
+            })
+            .await?;
+        self.wait_applied(|s| {
+            s.topics
+                .get(name)
+                .is_some_and(|t| t.partitions.len() >= count as usize)
+        })
+        .await?;
+        tracing::info!(topic = name, partitions, "topic grew");
+        Ok(())
+    }
+
+    /// Sets per-topic config overrides (an empty value removes one), checked against
+    /// the deployment's defaults first so that a bad value is refused, not stored.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let Some(topic) = self.cluster().topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopic {
+                topic: name.to_owned(),
+            });
+        };
+        let mut merged = topic.configs.clone();
+        for (key, value) in &configs {
+            if value.is_empty() {
+                merged.remove(key);
+            } else {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        TopicConfig::from_defaults(&self.defaults).with_overrides(&merged)?;
+        self.controller
+            .propose(Command::AlterTopicConfigs {
+                name: name.to_owned(),
+                configs,
+            })
+            .await?;
+        self.wait_applied(|s| s.topics.get(name).is_some_and(|t| t.configs == merged))
+            .await?;
+        tracing::info!(topic = name, "topic configs changed");
+        Ok(())
+    }
+
     /// Every topic, or the named ones (an unknown name is an error for that name).
     pub fn topics(&self, names: &[String]) -> Vec<(String, Result<TopicView>)> {
         let state = self.cluster();

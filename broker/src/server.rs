@@ -267,6 +267,55 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(proto::DeleteTopicsResponse { results }))
     }
 
+    async fn create_partitions(
+        &self,
+        request: Request<proto::CreatePartitionsRequest>,
+    ) -> Result<Response<proto::TopicResult>, Status> {
+        self.ready().await?;
+        // Growing a topic is altering it: whoever may create it may grow it.
+        self.allow(
+            &request,
+            certs::Action::CreateTopic,
+            &request.get_ref().topic,
+        )?;
+        let request = request.into_inner();
+        let (error_code, error_message) = error_fields(
+            &self
+                .node
+                .create_partitions(&request.topic, request.partitions)
+                .await,
+        );
+        Ok(Response::new(proto::TopicResult {
+            name: request.topic,
+            error_code,
+            error_message,
+        }))
+    }
+
+    async fn alter_configs(
+        &self,
+        request: Request<proto::AlterConfigsRequest>,
+    ) -> Result<Response<proto::TopicResult>, Status> {
+        self.ready().await?;
+        self.allow(
+            &request,
+            certs::Action::CreateTopic,
+            &request.get_ref().topic,
+        )?;
+        let request = request.into_inner();
+        let (error_code, error_message) = error_fields(
+            &self
+                .node
+                .alter_topic_configs(&request.topic, request.configs.into_iter().collect())
+                .await,
+        );
+        Ok(Response::new(proto::TopicResult {
+            name: request.topic,
+            error_code,
+            error_message,
+        }))
+    }
+
     async fn metadata(
         &self,
         request: Request<proto::MetadataRequest>,

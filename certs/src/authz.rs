@@ -325,9 +325,15 @@ impl Authorizer {
                 );
                 match action {
                     _ if internal && topic_action => Ok(()),
-                    Action::Produce | Action::CreateTopic if own_remote && x != local => Ok(()),
-                    Action::Produce | Action::CreateTopic => deny(format!(
-                        "rule mirror-remote-topics: a mirror of region {x} may create and append only to remote topics named `{x}{sep}<topic>` outside region {x}"
+                    // Its own remote topics it creates, appends to, and deletes when their
+                    // source topic is deleted (flows with delete_remote_topics).
+                    Action::Produce | Action::CreateTopic | Action::DeleteTopic
+                        if own_remote && x != local =>
+                    {
+                        Ok(())
+                    }
+                    Action::Produce | Action::CreateTopic | Action::DeleteTopic => deny(format!(
+                        "rule mirror-remote-topics: a mirror of region {x} may create, append to and delete only remote topics named `{x}{sep}<topic>` outside region {x}"
                     )),
                     Action::Consume | Action::DescribeTopic if x == local || own_remote => Ok(()),
                     Action::Consume | Action::DescribeTopic => deny(format!(

@@ -52,6 +52,8 @@ pub struct FlowRules {
     pub regions: Vec<String>,
     /// The flow's topic filter.
     pub filter: topology::CompiledFilter,
+    /// Whether a remote topic goes when its source topic is deleted.
+    pub delete_remote_topics: bool,
 }
 
 /// One source topic the flow mirrors.
@@ -77,7 +79,8 @@ pub enum Action {
         /// Source configs plus provenance.
         configs: BTreeMap<String, String>,
     },
-    /// The source has more partitions than the remote: the new ones are not mirrored.
+    /// The source has more partitions than the remote: grow the remote topic (the new
+    /// partitions are mirrored from the next round).
     PartitionsBehind {
         /// Remote topic name.
         remote_topic: String,
@@ -86,10 +89,21 @@ pub enum Action {
         /// Source partition count.
         source: i32,
     },
-    /// A remote topic of this flow whose source topic no longer exists.
+    /// The source's synced configs changed: set these on the remote topic (an empty
+    /// value removes the override).
+    SyncConfigs {
+        /// Remote topic name.
+        remote_topic: String,
+        /// The keys that differ, with the source's value.
+        configs: BTreeMap<String, String>,
+    },
+    /// A remote topic of this flow whose source topic no longer exists: reported, and
+    /// deleted when the flow says `delete_remote_topics`.
     SourceDeleted {
         /// Remote topic name.
         remote_topic: String,
+        /// Whether to delete it.
+        delete: bool,
     },
 }
 
@@ -133,6 +147,7 @@ impl FlowRules {
             separator: topology.deployment.remote_topic_separator.clone(),
             regions: topology.regions().iter().map(|r| r.name.clone()).collect(),
             filter,
+            delete_remote_topics: flow.delete_remote_topics,
         })
     }
 
@@ -211,6 +226,13 @@ impl FlowRules {
                     });
                 }
                 Some(existing) => {
+                    let drift = self.config_drift(topic, existing);
+                    if !drift.is_empty() {
+                        plan.actions.push(Action::SyncConfigs {
+                            remote_topic: remote_topic.clone(),
+                            configs: drift,
+                        });
+                    }
                     if existing.partitions < topic.partitions {
                         plan.actions.push(Action::PartitionsBehind {
                             remote_topic: remote_topic.clone(),
@@ -234,6 +256,7 @@ impl FlowRules {
             {
                 plan.actions.push(Action::SourceDeleted {
                     remote_topic: remote.name.clone(),
+                    delete: self.delete_remote_topics,
                 });
             }
         }
@@ -243,6 +266,23 @@ impl FlowRules {
     /// `source->target`, as the provenance config names the flow.
     pub fn flow_name(&self) -> String {
         format!("{}->{}", self.source, self.target)
+    }
+
+    /// The synced configs whose remote value differs from the source's, with the
+    /// source's value ("" where the source has none, which removes the override).
+    fn config_drift(
+        &self,
+        source: &TopicListing,
+        remote: &TopicListing,
+    ) -> BTreeMap<String, String> {
+        SYNCED_CONFIGS
+            .iter()
+            .filter_map(|key| {
+                let want = source.configs.get(*key);
+                (remote.configs.get(*key) != want)
+                    .then(|| ((*key).to_string(), want.cloned().unwrap_or_default()))
+            })
+            .collect()
     }
 
     fn remote_configs(&self, topic: &TopicListing) -> BTreeMap<String, String> {
@@ -275,6 +315,7 @@ mod tests {
             separator: ".".into(),
             regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
             filter: filter.compile().unwrap(),
+            delete_remote_topics: false,
         }
     }
 
@@ -393,7 +434,44 @@ mod tests {
         assert_eq!(
             plan.actions,
             [Action::SourceDeleted {
-                remote_topic: "us-east.gone".into()
+                remote_topic: "us-east.gone".into(),
+                delete: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn config_changes_are_synced_and_deletions_follow_the_flow_setting() {
+        let mut r = rules("us-east", "eu-west", &[".*"], &[]);
+        let mut source = topic("orders", 3);
+        source
+            .configs
+            .insert("retention.bytes".into(), "1000".into());
+        let mut remote = topic("us-east.orders", 3);
+        remote.configs.insert("segment.ms".into(), "60000".into());
+        let plan = r.plan(&[source.clone()], &[remote.clone()]);
+        assert_eq!(
+            plan.actions,
+            [Action::SyncConfigs {
+                remote_topic: "us-east.orders".into(),
+                configs: BTreeMap::from([
+                    ("retention.bytes".to_string(), "1000".to_string()),
+                    ("segment.ms".to_string(), String::new()),
+                ]),
+            }],
+            "set what the source has, remove what it does not"
+        );
+        r.delete_remote_topics = true;
+        let mut gone = topic("us-east.gone", 1);
+        gone.configs
+            .insert(SOURCE_TOPIC_CONFIG.into(), "gone".into());
+        gone.configs.insert(FLOW_CONFIG.into(), r.flow_name());
+        let plan = r.plan(&[], &[gone]);
+        assert_eq!(
+            plan.actions,
+            [Action::SourceDeleted {
+                remote_topic: "us-east.gone".into(),
+                delete: true
             }]
         );
     }

@@ -370,11 +370,58 @@ async fn replan(runtime: &mut FlowRuntime) -> Result<(), MirrorError> {
                 remote_topic,
                 remote,
                 source,
+            } => match runtime
+                .target
+                .create_partitions(remote_topic, *source)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(flow = %runtime.rules.flow_name(), topic = %remote_topic, from = remote, to = source, "grew the remote topic to the source's partition count")
+                }
+                Err(err) => {
+                    tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, remote, source, %err, "cannot grow the remote topic; its extra source partitions are not mirrored yet")
+                }
+            },
+            Action::SyncConfigs {
+                remote_topic,
+                configs,
+            } => match runtime
+                .target
+                .alter_topic_configs(remote_topic, configs.clone())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(flow = %runtime.rules.flow_name(), topic = %remote_topic, ?configs, "synced the source's config changes to the remote topic")
+                }
+                Err(err) => {
+                    tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, %err, "cannot sync configs to the remote topic")
+                }
+            },
+            Action::SourceDeleted {
+                remote_topic,
+                delete: true,
+            } => match runtime
+                .target
+                .delete_topics(vec![remote_topic.clone()])
+                .await
+            {
+                Ok(results) => match results.into_iter().next().map(|(_, r)| r) {
+                    Some(Ok(())) | None => {
+                        tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, "the source topic was deleted; deleted the remote topic (delete_remote_topics)")
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, %err, "cannot delete the remote topic")
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(flow = %runtime.rules.flow_name(), topic = %remote_topic, %err, "cannot delete the remote topic")
+                }
+            },
+            Action::SourceDeleted {
+                remote_topic,
+                delete: false,
             } => {
-                tracing::warn!(topic = %remote_topic, remote, source, "the source topic has more partitions than its remote topic; the extra partitions are not mirrored (adding partitions is not supported yet)");
-            }
-            Action::SourceDeleted { remote_topic } => {
-                tracing::warn!(topic = %remote_topic, "the source topic of this remote topic was deleted; the remote topic is kept");
+                tracing::warn!(topic = %remote_topic, "the source topic of this remote topic was deleted; the remote topic is kept (set delete_remote_topics on the flow to delete it)");
             }
         }
     }

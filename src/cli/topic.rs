@@ -1,4 +1,4 @@
-//! `meridian topic create|list|describe|delete|elect-leaders`.
+//! `meridian topic create|list|describe|delete|add-partitions|alter|elect-leaders`.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,27 @@ pub enum TopicCommand {
     Delete {
         /// Topic name.
         name: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Grow a topic to more partitions (never fewer). Keyed records of existing keys
+    /// may map to other partitions afterwards, as in Kafka.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total partition count.
+        #[arg(long)]
+        partitions: i32,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Set per-topic config overrides (KEY=VALUE, Kafka names); KEY= removes one.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// A config override, KEY=VALUE; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
+        configs: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -137,6 +158,31 @@ pub fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                     .1
                     .with_context(|| format!("cannot delete topic {name}"))?;
                 println!("deleted topic {name}");
+            }
+            TopicCommand::AddPartitions {
+                name,
+                partitions,
+                connect,
+            } => {
+                let client = connect.connect().await?;
+                client
+                    .create_partitions(&name, partitions)
+                    .await
+                    .with_context(|| format!("cannot grow topic {name}"))?;
+                println!("topic {name} has {partitions} partitions");
+            }
+            TopicCommand::Alter {
+                name,
+                configs,
+                connect,
+            } => {
+                let configs = parse_configs(&configs)?;
+                let client = connect.connect().await?;
+                client
+                    .alter_topic_configs(&name, configs)
+                    .await
+                    .with_context(|| format!("cannot change the configs of {name}"))?;
+                println!("topic {name} updated");
             }
             TopicCommand::ElectLeaders { topics, connect } => {
                 let client = connect.connect().await?;

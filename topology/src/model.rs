@@ -427,6 +427,11 @@ pub struct Flow {
     /// How often offset checkpoints are written.
     #[serde(with = "units::serde_duration")]
     pub checkpoint_interval: Duration,
+    /// Delete a remote topic when its source topic is deleted. Off by default, as in
+    /// MirrorMaker 2: a deleted source is reported, and the copy kept for consumers
+    /// still reading it.
+    #[serde(default)]
+    pub delete_remote_topics: bool,
 }
 
 /// `[[acls]]`: one access rule for client identities, as a Kafka ACL. Brokers and

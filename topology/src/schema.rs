@@ -173,6 +173,7 @@ pub(crate) struct RawFlow {
     pub groups: Option<RawFilter>,
     pub sync_group_offsets: Option<bool>,
     pub checkpoint_interval: Option<S<String>>,
+    pub delete_remote_topics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1116,6 +1116,7 @@ fn check_flows(r: &mut Report<'_>, raw: &RawFile, regions: &[Region]) -> Vec<Flo
             groups,
             sync_group_offsets: f.sync_group_offsets.unwrap_or(true),
             checkpoint_interval,
+            delete_remote_topics: f.delete_remote_topics.unwrap_or(false),
         });
     }
     flows

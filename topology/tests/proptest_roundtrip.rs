@@ -150,6 +150,7 @@ fn topology() -> impl Strategy<Value = Topology> {
                             groups,
                             sync_group_offsets: sync,
                             checkpoint_interval: interval,
+                            delete_remote_topics: false,
                         },
                     )
                     .collect();

@@ -443,6 +443,41 @@ impl Client {
         Ok(response.results.into_iter().map(topic_result).collect())
     }
 
+    /// Grows `topic` to `partitions` partitions.
+    pub async fn create_partitions(&self, topic: &str, partitions: i32) -> Result<()> {
+        let request = proto::CreatePartitionsRequest {
+            topic: topic.to_owned(),
+            partitions,
+        };
+        let response = self
+            .call_any(request, |mut stub, r| async move {
+                stub.create_partitions(r).await
+            })
+            .await?;
+        self.refresh_metadata().await?;
+        topic_result(response).1
+    }
+
+    /// Sets per-topic config overrides (an empty value removes one).
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let request = proto::AlterConfigsRequest {
+            topic: topic.to_owned(),
+            configs: configs.into_iter().collect(),
+        };
+        let response = self
+            .call_any(
+                request,
+                |mut stub, r| async move { stub.alter_configs(r).await },
+            )
+            .await?;
+        self.refresh_metadata().await?;
+        topic_result(response).1
+    }
+
     /// Preferred leader election over `topics` (empty: all): the partitions whose
     /// leader moved back to its preferred replica.
     pub async fn elect_leaders(&self, topics: Vec<String>) -> Result<Vec<proto::LeaderMove>> {

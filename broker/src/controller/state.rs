@@ -147,6 +147,22 @@ pub enum Command {
         /// Config overrides.
         configs: BTreeMap<String, String>,
     },
+    /// Grows a topic to `partitions` (Kafka's CreatePartitions): new partitions are
+    /// placed like a new topic's, existing ones do not move. Never shrinks.
+    CreatePartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count.
+        partitions: u32,
+    },
+    /// Sets (or, with an empty value, removes) per-topic config overrides
+    /// (Kafka's IncrementalAlterConfigs); other overrides are kept.
+    AlterTopicConfigs {
+        /// Topic name.
+        name: String,
+        /// Keys to set; an empty value deletes the override.
+        configs: BTreeMap<String, String>,
+    },
     /// Deletes a topic.
     DeleteTopic {
         /// Topic name.
@@ -355,6 +371,23 @@ impl ClusterState {
                 replication_factor,
                 configs,
             } => self.create_topic(name, *partitions, *replication_factor, configs),
+            Command::CreatePartitions { name, partitions } => {
+                self.create_partitions(name, *partitions)
+            }
+            Command::AlterTopicConfigs { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| Rejection::UnknownTopic(name.clone()))?;
+                for (key, value) in configs {
+                    if value.is_empty() {
+                        topic.configs.remove(key);
+                    } else {
+                        topic.configs.insert(key.clone(), value.clone());
+                    }
+                }
+                Ok(Applied::Done)
+            }
             Command::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => {
                     for topics in self.group_offsets.values_mut() {
@@ -423,6 +456,37 @@ impl ClusterState {
                 Ok(Applied::Done)
             }
         }
+    }
+
+    fn create_partitions(&mut self, name: &str, partitions: u32) -> CommandResult {
+        let brokers = self.available_brokers();
+        let start = self.next_assignment_start;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| Rejection::UnknownTopic(name.to_owned()))?;
+        let current = topic.partitions.len() as u32;
+        if partitions <= current || partitions > 100_000 {
+            return Err(Rejection::Invalid(format!(
+                "{name} has {current} partitions; it can only grow, to at most 100000, not to {partitions}"
+            )));
+        }
+        let replication_factor = topic
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len() as u16);
+        let assignment =
+            assign_replicas(&brokers, partitions - current, replication_factor, start)?;
+        topic
+            .partitions
+            .extend(assignment.into_iter().map(|replicas| PartitionState {
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            }));
+        self.next_assignment_start = self.next_assignment_start.wrapping_add(1);
+        Ok(Applied::Done)
     }
 
     fn create_topic(
@@ -1141,5 +1205,84 @@ mod tests {
             .unwrap();
         assert_eq!(state.topics["t"].partitions[0].leader, Some(victim));
         assert!(!state.leader_imbalance_exceeds(0.1));
+    }
+
+    #[test]
+    fn topics_grow_partitions_and_change_configs_but_never_shrink() {
+        let mut state = ClusterState::default();
+        for id in 1..=3u64 {
+            state
+                .apply(
+                    &Command::RegisterBroker {
+                        id,
+                        name: format!("b{id}"),
+                        region: "r".into(),
+                        grpc_addr: String::new(),
+                        kafka_addr: None,
+                    },
+                    id,
+                )
+                .unwrap();
+        }
+        state
+            .apply(
+                &Command::CreateTopic {
+                    name: "t".into(),
+                    partitions: 2,
+                    replication_factor: 2,
+                    configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+                },
+                10,
+            )
+            .unwrap();
+        let before = state.topics["t"].partitions.clone();
+        state
+            .apply(
+                &Command::CreatePartitions {
+                    name: "t".into(),
+                    partitions: 5,
+                },
+                11,
+            )
+            .unwrap();
+        let after = &state.topics["t"].partitions;
+        assert_eq!(after.len(), 5);
+        assert_eq!(
+            after[..2],
+            before[..],
+            "existing partitions stay where they are"
+        );
+        assert!(
+            after
+                .iter()
+                .all(|p| p.replicas.len() == 2 && p.leader.is_some())
+        );
+        assert!(
+            state
+                .apply(
+                    &Command::CreatePartitions {
+                        name: "t".into(),
+                        partitions: 4
+                    },
+                    12
+                )
+                .is_err()
+        );
+        state
+            .apply(
+                &Command::AlterTopicConfigs {
+                    name: "t".into(),
+                    configs: BTreeMap::from([
+                        ("retention.ms".into(), String::new()),
+                        ("retention.bytes".into(), "5".into()),
+                    ]),
+                },
+                13,
+            )
+            .unwrap();
+        assert_eq!(
+            state.topics["t"].configs,
+            BTreeMap::from([("retention.bytes".to_string(), "5".to_string())])
+        );
     }
 }

@@ -77,6 +77,9 @@ struct Cluster {
     started: Instant,
     faults: Vec<FaultEvent>,
     recoveries: Vec<Recovery>,
+    /// Each region's loopback subnet (`127.0.X.0/24`), in region order: network faults
+    /// cut or thin the links between them.
+    subnets: Vec<String>,
 }
 
 /// Runs `scenario` and returns its report (also written under `config.out_dir`).
@@ -164,6 +167,15 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         _ => None,
     };
     tracing::info!(scenario = %scenario.name, seed = scenario.seed, "cluster up; workload starts");
+    let mut subnets: Vec<String> = Vec::new();
+    for region in &deployment.regions {
+        if let Some(b) = deployment.brokers.iter().find(|b| &b.region == region)
+            && let std::net::IpAddr::V4(ip) = b.grpc.ip()
+        {
+            let [a, b2, c, _] = ip.octets();
+            subnets.push(format!("{a}.{b2}.{c}.0/24"));
+        }
+    }
     let mut cluster = Cluster {
         nodes,
         ids,
@@ -172,6 +184,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         started: Instant::now(),
         faults: Vec::new(),
         recoveries: Vec::new(),
+        subnets,
     };
     let workload = Workload::start(client.clone(), &region, TOPIC, config.writers, config.rate);
     let max_lag = Arc::new(AtomicI64::new(0));
@@ -470,6 +483,62 @@ impl Cluster {
                 }
                 self.time_rejoin(&leader, Instant::now()).await;
             }
+            Fault::RegionCut { lasting } => {
+                self.network_fault(fault.kind(), lasting, true, |a, b| {
+                    crate::harness::partition::Cut::between(&[a], &[b])
+                })
+                .await;
+            }
+            Fault::RegionLoss { percent, lasting } => {
+                self.network_fault(fault.kind(), lasting, true, |a, b| {
+                    crate::harness::partition::Cut::lossy(&[a], &[b], percent, None)
+                })
+                .await;
+            }
+            Fault::GossipLoss { percent, lasting } => {
+                self.network_fault(fault.kind(), lasting, false, |a, _| {
+                    crate::harness::partition::Cut::lossy(&[a], &[a], percent, Some("udp"))
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Applies a network fault for `lasting` between the regions (or inside the
+    /// workload region), when this machine can (root and iptables); otherwise the
+    /// report records it as skipped, with why.
+    async fn network_fault(
+        &mut self,
+        kind: &str,
+        lasting: Duration,
+        between_regions: bool,
+        apply: impl FnOnce(&str, &str) -> Result<crate::harness::partition::Cut, ChaosError>,
+    ) {
+        let (Some(a), b) = (self.subnets.first().cloned(), self.subnets.get(1).cloned()) else {
+            return;
+        };
+        if between_regions && b.is_none() {
+            return;
+        }
+        let b = b.unwrap_or_else(|| a.clone());
+        if let Err(why) = crate::harness::partition::Cut::available() {
+            self.note(kind, format!("SKIPPED: {why}"));
+            return;
+        }
+        let target = if between_regions {
+            format!("{a} <-> {b}")
+        } else {
+            format!("{a} (udp)")
+        };
+        self.note(kind, target);
+        match apply(&a, &b) {
+            Ok(cut) => {
+                tokio::time::sleep(lasting).await;
+                if let Err(err) = cut.heal() {
+                    tracing::error!(%err, "could not heal the network fault");
+                }
+            }
+            Err(err) => tracing::error!(%err, "could not apply the network fault"),
         }
     }
 

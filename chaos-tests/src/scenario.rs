@@ -47,6 +47,25 @@ pub enum Fault {
         /// How long the followers stay frozen before the leader dies.
         stalled: Duration,
     },
+    /// The link between the two regions cut both ways (iptables DROP), then healed.
+    RegionCut {
+        /// How long it stays cut.
+        lasting: Duration,
+    },
+    /// A share of the packets between the two regions lost (TCP retransmits, slows).
+    RegionLoss {
+        /// Percent of packets dropped.
+        percent: u8,
+        /// How long.
+        lasting: Duration,
+    },
+    /// A share of the gossip (UDP) datagrams inside the workload region lost.
+    GossipLoss {
+        /// Percent of datagrams dropped.
+        percent: u8,
+        /// How long.
+        lasting: Duration,
+    },
 }
 
 impl Fault {
@@ -56,6 +75,9 @@ impl Fault {
             Fault::KillRestart { .. } => "kill -9 + restart",
             Fault::Stall { .. } => "SIGSTOP + SIGCONT",
             Fault::StallFollowersKillLeader { .. } => "stall followers, kill -9 leader",
+            Fault::RegionCut { .. } => "inter-region cut + heal",
+            Fault::RegionLoss { .. } => "inter-region packet loss",
+            Fault::GossipLoss { .. } => "gossip datagram loss",
         }
     }
 }
@@ -127,6 +149,17 @@ impl Scenario {
                         target: Target::RemoteLeaderOf(partition()),
                         down: Duration::from_secs(3),
                     },
+                    Fault::RegionCut {
+                        lasting: Duration::from_secs(5),
+                    },
+                    Fault::RegionLoss {
+                        percent: 20,
+                        lasting: Duration::from_secs(5),
+                    },
+                    Fault::GossipLoss {
+                        percent: 30,
+                        lasting: Duration::from_secs(5),
+                    },
                 ];
                 shuffle(&mut kinds, &mut SeededRng::new(seed ^ 0x5eed));
                 kinds
@@ -149,7 +182,16 @@ impl Scenario {
                     .map(|_| {
                         let p = rng.below(PARTITIONS as u64) as i32;
                         let secs = Duration::from_secs(rng.between(2, 8));
-                        match rng.below(7) {
+                        match rng.below(10) {
+                            7 => Fault::RegionCut { lasting: secs * 3 },
+                            8 => Fault::RegionLoss {
+                                percent: rng.between(5, 30) as u8,
+                                lasting: secs * 2,
+                            },
+                            9 => Fault::GossipLoss {
+                                percent: rng.between(10, 40) as u8,
+                                lasting: secs * 2,
+                            },
                             5 => Fault::KillRestart {
                                 target: Target::MirrorWorker,
                                 down: secs,
@@ -226,8 +268,8 @@ mod tests {
         let mut kinds: Vec<&str> = s.faults.iter().map(|f| f.fault.kind()).collect();
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds.len(), 3);
-        assert_eq!(s.faults.len(), 7);
+        assert_eq!(kinds.len(), 6);
+        assert_eq!(s.faults.len(), 10);
         assert!(s.mirrored);
         for target in [Target::MirrorWorker, Target::Controller] {
             assert!(

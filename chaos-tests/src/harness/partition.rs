@@ -2,6 +2,10 @@
 //! the OUTPUT chain (every loopback packet passes it): packets vanish, connections hang
 //! and retransmit, as across a cut inter-region link; other addresses are untouched.
 //!
+//! [`Cut::lossy`] drops only a random share of the packets (iptables' `statistic`
+//! match): TCP retransmits and slows down as on a lossy long-haul link, UDP gossip loses
+//! datagrams.
+//!
 //! Needs root and `iptables` (Debian package iptables); [`Cut::available`] says whether
 //! this machine can. Dropping the value heals the link, so a failing test never leaves a
 //! cut behind. (This kernel has no `sch_netem`, so added delay is not available here.)
@@ -13,7 +17,8 @@ use crate::error::ChaosError;
 /// An active cut between two address groups, both directions.
 #[derive(Debug)]
 pub struct Cut {
-    rules: Vec<(String, String)>,
+    /// The match part of each rule (everything between `OUTPUT` and `-j DROP`).
+    rules: Vec<Vec<String>>,
 }
 
 fn iptables(args: &[&str]) -> Result<(), ChaosError> {
@@ -55,12 +60,54 @@ impl Cut {
     /// Drops every packet between an address of `a` and one of `b` (each `ADDR` or
     /// `ADDR/PREFIX`, like `127.0.1.0/24`), both ways, until healed.
     pub fn between(a: &[&str], b: &[&str]) -> Result<Cut, ChaosError> {
+        Self::install(a, b, &[])
+    }
+
+    /// Drops `percent`% of the packets between `a` and `b` (of `protocol` only, e.g.
+    /// `udp` for gossip, when given), both ways, until healed.
+    pub fn lossy(
+        a: &[&str],
+        b: &[&str],
+        percent: u8,
+        protocol: Option<&str>,
+    ) -> Result<Cut, ChaosError> {
+        let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(p) = protocol {
+            extra.extend(["-p".to_string(), p.to_string()]);
+        }
+        extra.extend(
+            [
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        Self::install(a, b, &extra)
+    }
+
+    fn install(a: &[&str], b: &[&str], extra: &[String]) -> Result<Cut, ChaosError> {
         let mut cut = Cut { rules: Vec::new() };
         for x in a {
             for y in b {
                 for (src, dst) in [(x, y), (y, x)] {
-                    iptables(&["-I", "OUTPUT", "-s", src, "-d", dst, "-j", "DROP"])?;
-                    cut.rules.push(((*src).to_owned(), (*dst).to_owned()));
+                    let mut rule = vec![
+                        "-s".to_string(),
+                        src.to_string(),
+                        "-d".to_string(),
+                        dst.to_string(),
+                    ];
+                    rule.extend(extra.iter().cloned());
+                    let mut args = vec!["-I", "OUTPUT"];
+                    args.extend(rule.iter().map(String::as_str));
+                    args.extend(["-j", "DROP"]);
+                    iptables(&args)?;
+                    cut.rules.push(rule);
                 }
             }
         }
@@ -74,8 +121,11 @@ impl Cut {
 
     fn remove(&mut self) -> Result<(), ChaosError> {
         let mut first_error = None;
-        for (src, dst) in std::mem::take(&mut self.rules) {
-            if let Err(err) = iptables(&["-D", "OUTPUT", "-s", &src, "-d", &dst, "-j", "DROP"]) {
+        for rule in std::mem::take(&mut self.rules) {
+            let mut args = vec!["-D", "OUTPUT"];
+            args.extend(rule.iter().map(String::as_str));
+            args.extend(["-j", "DROP"]);
+            if let Err(err) = iptables(&args) {
                 first_error.get_or_insert(err);
             }
         }

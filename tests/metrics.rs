@@ -151,10 +151,18 @@ async fn metrics_follow_traffic_mirror_lag_and_a_lost_replica() {
     let r1_addrs: Vec<SocketAddr> = r1_brokers.values().copied().collect();
     let r2_addrs: Vec<SocketAddr> = broker_metrics(&running, "r2").values().copied().collect();
 
-    // Health and readiness answer on every broker once it registered.
+    // Health and readiness answer on every broker once it registered (a process just
+    // started may not listen yet: wait for its listener first).
     for addr in r1_addrs.iter().chain(&r2_addrs) {
-        assert_eq!(http_get(*addr, "/healthz").0, 200, "healthz on {addr}");
         let addr = *addr;
+        eventually(
+            &format!("the metrics listener on {addr}"),
+            Duration::from_secs(60),
+            &running,
+            || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok(),
+        )
+        .await;
+        assert_eq!(http_get(addr, "/healthz").0, 200, "healthz on {addr}");
         eventually(
             &format!("readyz 200 on {addr}"),
             Duration::from_secs(60),

@@ -885,12 +885,7 @@ impl broker_server::Broker for BrokerService {
         let host = caller_host(&request);
         let request = request.into_inner();
         if let Err(err) = self.node.check_coordinator(&request.group) {
-            let (error_code, error_message) = error_fields(&Err(err));
-            return Ok(Response::new(proto::JoinGroupResponse {
-                error_code,
-                error_message,
-                ..Default::default()
-            }));
+            return Ok(Response::new(refused::<proto::JoinGroupResponse>(&err)));
         }
         Ok(Response::new(
             crate::group::wire::join(&self.groups, request, host).await,
@@ -905,12 +900,7 @@ impl broker_server::Broker for BrokerService {
         self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
         let request = request.into_inner();
         if let Err(err) = self.node.check_coordinator(&request.group) {
-            let (error_code, error_message) = error_fields(&Err(err));
-            return Ok(Response::new(proto::SyncGroupResponse {
-                error_code,
-                error_message,
-                ..Default::default()
-            }));
+            return Ok(Response::new(refused::<proto::SyncGroupResponse>(&err)));
         }
         Ok(Response::new(
             crate::group::wire::sync(&self.groups, request).await,
@@ -925,11 +915,9 @@ impl broker_server::Broker for BrokerService {
         self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
         let request = request.into_inner();
         if let Err(err) = self.node.check_coordinator(&request.group) {
-            let (error_code, error_message) = error_fields(&Err(err));
-            return Ok(Response::new(proto::GroupHeartbeatResponse {
-                error_code,
-                error_message,
-            }));
+            return Ok(Response::new(refused::<proto::GroupHeartbeatResponse>(
+                &err,
+            )));
         }
         Ok(Response::new(crate::group::wire::heartbeat(
             &self.groups,
@@ -945,11 +933,7 @@ impl broker_server::Broker for BrokerService {
         self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
         let request = request.into_inner();
         if let Err(err) = self.node.check_coordinator(&request.group) {
-            let (error_code, error_message) = error_fields(&Err(err));
-            return Ok(Response::new(proto::LeaveGroupResponse {
-                error_code,
-                error_message,
-            }));
+            return Ok(Response::new(refused::<proto::LeaveGroupResponse>(&err)));
         }
         Ok(Response::new(crate::group::wire::leave(
             &self.groups,
@@ -965,12 +949,7 @@ impl broker_server::Broker for BrokerService {
         self.allow(&request, certs::Action::GroupRead, &request.get_ref().group)?;
         let group = request.into_inner().group;
         if let Err(err) = self.node.check_coordinator(&group) {
-            let (error_code, error_message) = error_fields(&Err(err));
-            return Ok(Response::new(proto::DescribeGroupResponse {
-                error_code,
-                error_message,
-                ..Default::default()
-            }));
+            return Ok(Response::new(refused::<proto::DescribeGroupResponse>(&err)));
         }
         Ok(Response::new(crate::group::wire::describe(
             self.groups.describe(&group),
@@ -1001,6 +980,36 @@ impl BrokerService {
             generation,
         )
     }
+}
+
+/// A membership response that carries an error code and message instead of an answer.
+trait Refusable: Default {
+    fn refuse(code: i32, message: String) -> Self;
+}
+
+macro_rules! refusable {
+    ($($response:ty),*) => {$(
+        impl Refusable for $response {
+            #[allow(clippy::needless_update)] // some responses have no other fields
+            fn refuse(error_code: i32, error_message: String) -> Self {
+                Self { error_code, error_message, ..Default::default() }
+            }
+        }
+    )*};
+}
+
+refusable!(
+    proto::JoinGroupResponse,
+    proto::SyncGroupResponse,
+    proto::GroupHeartbeatResponse,
+    proto::LeaveGroupResponse,
+    proto::DescribeGroupResponse
+);
+
+/// The answer to a membership request this broker cannot serve (another broker
+/// coordinates the group): NOT_COORDINATOR, so the client finds the coordinator again.
+fn refused<R: Refusable>(err: &BrokerError) -> R {
+    R::refuse(err.code().as_i32(), err.to_string())
 }
 
 /// The caller's host as describe shows it (Kafka shows `/ip`).

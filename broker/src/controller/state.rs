@@ -1129,32 +1129,8 @@ mod tests {
 
     #[test]
     fn leader_imbalance_counts_only_preferred_replicas_that_could_lead() {
-        let mut state = ClusterState::default();
-        for id in 1..=3u64 {
-            state
-                .apply(
-                    &Command::RegisterBroker {
-                        id,
-                        name: format!("b{id}"),
-                        region: "r".into(),
-                        grpc_addr: String::new(),
-                        kafka_addr: None,
-                    },
-                    id,
-                )
-                .unwrap();
-        }
-        state
-            .apply(
-                &Command::CreateTopic {
-                    name: "t".into(),
-                    partitions: 3,
-                    replication_factor: 3,
-                    configs: Default::default(),
-                },
-                10,
-            )
-            .unwrap();
+        let mut state = cluster(&[1, 2, 3]);
+        create(&mut state, "t", 3, 3, false);
         assert!(
             !state.leader_imbalance_exceeds(0.1),
             "fresh topics are balanced"
@@ -1209,21 +1185,7 @@ mod tests {
 
     #[test]
     fn topics_grow_partitions_and_change_configs_but_never_shrink() {
-        let mut state = ClusterState::default();
-        for id in 1..=3u64 {
-            state
-                .apply(
-                    &Command::RegisterBroker {
-                        id,
-                        name: format!("b{id}"),
-                        region: "r".into(),
-                        grpc_addr: String::new(),
-                        kafka_addr: None,
-                    },
-                    id,
-                )
-                .unwrap();
-        }
+        let mut state = cluster(&[1, 2, 3]);
         state
             .apply(
                 &Command::CreateTopic {

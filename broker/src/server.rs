@@ -80,6 +80,16 @@ fn error_fields(result: &Result<(), BrokerError>) -> (i32, String) {
 }
 
 /// Counts a partition-level error answered inside a request, by its code.
+/// One topic's outcome in an admin response (delete, grow, alter).
+fn topic_result(name: String, result: &Result<(), BrokerError>) -> proto::TopicResult {
+    let (error_code, error_message) = error_fields(result);
+    proto::TopicResult {
+        name,
+        error_code,
+        error_message,
+    }
+}
+
 fn count_partition_error(err: &BrokerError) {
     crate::telemetry::events()
         .partition_errors
@@ -236,13 +246,8 @@ impl broker_server::Broker for BrokerService {
                     .then_some(spec.replication_factor),
                 configs: spec.configs.into_iter().collect(),
             };
-            let (error_code, error_message) =
-                error_fields(&self.node.create_topic(new, request.validate_only).await);
-            results.push(proto::TopicResult {
-                name,
-                error_code,
-                error_message,
-            });
+            let result = self.node.create_topic(new, request.validate_only).await;
+            results.push(topic_result(name, &result));
         }
         Ok(Response::new(proto::CreateTopicsResponse { results }))
     }
@@ -257,12 +262,8 @@ impl broker_server::Broker for BrokerService {
         }
         let mut results = Vec::new();
         for name in request.into_inner().names {
-            let (error_code, error_message) = error_fields(&self.node.delete_topic(&name).await);
-            results.push(proto::TopicResult {
-                name,
-                error_code,
-                error_message,
-            });
+            let result = self.node.delete_topic(&name).await;
+            results.push(topic_result(name, &result));
         }
         Ok(Response::new(proto::DeleteTopicsResponse { results }))
     }
@@ -279,17 +280,11 @@ impl broker_server::Broker for BrokerService {
             &request.get_ref().topic,
         )?;
         let request = request.into_inner();
-        let (error_code, error_message) = error_fields(
-            &self
-                .node
-                .create_partitions(&request.topic, request.partitions)
-                .await,
-        );
-        Ok(Response::new(proto::TopicResult {
-            name: request.topic,
-            error_code,
-            error_message,
-        }))
+        let result = self
+            .node
+            .create_partitions(&request.topic, request.partitions)
+            .await;
+        Ok(Response::new(topic_result(request.topic, &result)))
     }
 
     async fn alter_configs(
@@ -303,17 +298,11 @@ impl broker_server::Broker for BrokerService {
             &request.get_ref().topic,
         )?;
         let request = request.into_inner();
-        let (error_code, error_message) = error_fields(
-            &self
-                .node
-                .alter_topic_configs(&request.topic, request.configs.into_iter().collect())
-                .await,
-        );
-        Ok(Response::new(proto::TopicResult {
-            name: request.topic,
-            error_code,
-            error_message,
-        }))
+        let result = self
+            .node
+            .alter_topic_configs(&request.topic, request.configs.into_iter().collect())
+            .await;
+        Ok(Response::new(topic_result(request.topic, &result)))
     }
 
     async fn metadata(

@@ -513,3 +513,12 @@ async fn heartbeat(
         }
     }
 }
+
+/// A member is driven from spawned tasks (applications, the chaos harness): its futures
+/// must be `Send`. This fails to compile otherwise.
+#[allow(dead_code)]
+fn group_member_futures_are_send(member: &mut GroupConsumer) {
+    fn send<T: Send>(_: &T) {}
+    let poll = member.poll();
+    send(&poll);
+}

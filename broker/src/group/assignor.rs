@@ -237,7 +237,9 @@ impl Assignment {
 }
 
 /// A partition assignment strategy, named as Kafka names it in JoinGroup protocols.
-pub trait Assignor {
+/// `Send + Sync` so that a group member's poll, which holds one across awaits, can run in
+/// a spawned task.
+pub trait Assignor: Send + Sync {
     /// The protocol name (`range`, `roundrobin`).
     fn name(&self) -> &'static str;
 

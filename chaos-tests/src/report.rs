@@ -25,10 +25,15 @@ pub struct FaultEvent {
 /// The failover step's figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverFigures {
-    /// Records the group never got (recovery point objective, in records).
+    /// Recovery point objective, in records: what the source had acknowledged and the
+    /// target did not yet hold when the failover began (lost had the region died then).
     pub rpo_records: u64,
-    /// Records delivered twice.
+    /// Source records the group never got, across both regions.
+    pub skipped: u64,
+    /// Source records the group got more than once, across both regions.
     pub redelivered: u64,
+    /// Replays inside one region after a rebalance, dropped by the application.
+    pub in_region_replays: u64,
     /// From the failover command's start until the group read in the target region.
     pub rto_ms: u64,
 }
@@ -97,7 +102,13 @@ impl Report {
         );
         if let Some(f) = &self.failover {
             let _ = writeln!(md, "| failover RPO | {} records |", f.rpo_records);
+            let _ = writeln!(md, "| failover skipped | {} records |", f.skipped);
             let _ = writeln!(md, "| failover re-delivered | {} records |", f.redelivered);
+            let _ = writeln!(
+                md,
+                "| in-region replays dropped by the application | {} records |",
+                f.in_region_replays
+            );
             let _ = writeln!(md, "| failover RTO | {:.1} s |", f.rto_ms as f64 / 1000.0);
         }
         let _ = writeln!(

@@ -12,10 +12,12 @@ use broker::client::{Client, OffsetSpec, RetryPolicy, TopicSpec};
 use crate::check::{self, recovery::Recovery};
 use crate::error::ChaosError;
 use crate::harness::deployment::{Deployment, DeploymentSpec};
+use crate::harness::disk::SmallDisk;
+use crate::harness::group_reader::{GroupReader, ReaderLog};
 use crate::harness::process::NodeProcess;
 use crate::harness::readback::read_topic;
 use crate::harness::workload::Workload;
-use crate::report::{FaultEvent, Report};
+use crate::report::{FailoverFigures, FaultEvent, Report};
 use crate::scenario::{Fault, PARTITIONS, Scenario, Target};
 
 /// The workload topic.
@@ -26,25 +28,39 @@ const LEADER_BOUND: Duration = Duration::from_secs(15);
 const REJOIN_BOUND: Duration = Duration::from_secs(30);
 /// How long the mirror may take to copy everything once the faults have healed.
 const MIRROR_CATCH_UP_BOUND: Duration = Duration::from_secs(60);
+/// The size of each r1 broker's data filesystem in runs with a full-disk fault: room for
+/// a 30-minute soak's log, small enough to fill in a moment.
+const SMALL_DISK_MB: u32 = 512;
+/// How long a running broker may take to serve a rotated certificate (its files are
+/// re-read every second).
+const ROTATION_BOUND: Duration = Duration::from_secs(15);
+/// The consumer group of the failover step.
+pub const GROUP: &str = "chaos-readers";
+/// How long the group may take, from the failover command's start, to read in r2.
+const FAILOVER_BOUND: Duration = Duration::from_secs(60);
 
-/// Samples the mirror's total lag (source high watermarks minus remote ends) every
-/// second, keeping the largest seen.
+/// Samples the mirror's total lag every second, keeping the largest seen.
 async fn sample_mirror_lag(source: Client, remote: Client, max: Arc<AtomicI64>) {
-    let remote_topic = format!("r1.{TOPIC}");
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (Ok(ends), Ok(copied)) = (
-            source.list_offsets(TOPIC, OffsetSpec::Latest).await,
-            remote.list_offsets(&remote_topic, OffsetSpec::Latest).await,
-        ) else {
-            continue;
-        };
-        let lag: i64 = ends
-            .iter()
-            .map(|(p, end)| (end - copied.get(p).copied().unwrap_or(0)).max(0))
-            .sum();
-        max.fetch_max(lag, Ordering::Relaxed);
+        if let Some(lag) = mirror_lag(&source, &remote).await {
+            max.fetch_max(lag as i64, Ordering::Relaxed);
+        }
     }
+}
+
+/// The mirror's total lag now: source high watermarks minus the remote copy's ends.
+async fn mirror_lag(source: &Client, remote: &Client) -> Option<u64> {
+    let ends = source.list_offsets(TOPIC, OffsetSpec::Latest).await.ok()?;
+    let copied = remote
+        .list_offsets(&format!("r1.{TOPIC}"), OffsetSpec::Latest)
+        .await
+        .ok()?;
+    Some(
+        ends.iter()
+            .map(|(p, end)| (end - copied.get(p).copied().unwrap_or(0)).max(0) as u64)
+            .sum(),
+    )
 }
 
 /// How to run.
@@ -80,6 +96,28 @@ struct Cluster {
     /// Each region's loopback subnet (`127.0.X.0/24`), in region order: network faults
     /// cut or thin the links between them.
     subnets: Vec<String>,
+    /// The `meridian` binary and the deployment file, for the CLI steps.
+    binary: PathBuf,
+    topology: PathBuf,
+    run_dir: PathBuf,
+    /// Every broker's name and gRPC address (certificate probes).
+    brokers: Vec<(String, std::net::SocketAddr)>,
+    failover: FailoverStep,
+    /// r1 brokers' small data filesystems (runs with a full-disk fault, as root); else why
+    /// not.
+    disks: Result<BTreeMap<String, SmallDisk>, String>,
+}
+
+/// The consumer group of the failover step: reading in r1 until the step, then in r2.
+#[derive(Default)]
+struct FailoverStep {
+    before: Option<GroupReader>,
+    after: Option<GroupReader>,
+    /// What the r1 member delivered, once stopped.
+    before_log: Option<ReaderLog>,
+    /// Mirror lag (records) when the step began.
+    rpo_records: u64,
+    started: Option<Instant>,
 }
 
 /// Runs `scenario` and returns its report (also written under `config.out_dir`).
@@ -92,6 +130,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     let run_dir = config
         .out_dir
         .join(format!("run-{}-{}", scenario.name, scenario.seed));
+    SmallDisk::unmount_leftovers(&run_dir);
     let _ = std::fs::remove_dir_all(&run_dir);
     let spec = if scenario.mirrored {
         DeploymentSpec {
@@ -102,6 +141,11 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         DeploymentSpec::brokers_only(1, config.octet)
     };
     let deployment = Deployment::write(&run_dir, &spec)?;
+    let disks = if scenario.fills_disks() {
+        small_disks(&deployment, &run_dir)
+    } else {
+        Err("the scenario fills no disk".into())
+    };
     let mut nodes = BTreeMap::new();
     let mut ids = BTreeMap::new();
     for b in &deployment.brokers {
@@ -185,8 +229,21 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         faults: Vec::new(),
         recoveries: Vec::new(),
         subnets,
+        binary: config.binary.clone(),
+        topology: deployment.topology.clone(),
+        run_dir: run_dir.clone(),
+        brokers: deployment
+            .brokers
+            .iter()
+            .map(|b| (format!("{}/{}", b.region, b.name), b.grpc))
+            .collect(),
+        failover: FailoverStep::default(),
+        disks,
     };
     let workload = Workload::start(client.clone(), &region, TOPIC, config.writers, config.rate);
+    if scenario.faults.iter().any(|f| f.fault == Fault::Failover) {
+        cluster.failover.before = Some(GroupReader::start(client.clone(), &region, TOPIC, GROUP));
+    }
     let max_lag = Arc::new(AtomicI64::new(0));
     let sampler = remote
         .clone()
@@ -204,6 +261,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     let durability = check::acked_durable::check(&acks, &logs);
     let order = check::order::check(&logs);
     let mut verdicts = vec![durability.verdict, order];
+    let mut failover = None;
     if let (Some(remote), Some(target)) = (&remote, deployment.regions.get(1)) {
         let remote_topic = format!("{region}.{TOPIC}");
         let since = Instant::now();
@@ -247,6 +305,10 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
             layout.insert(name, meta.topics.keys().cloned().collect());
         }
         verdicts.push(check::no_loops::check(&layout, &deployment.regions, "."));
+        if let Some((verdict, figures)) = cluster.finish_failover(&logs, &copies).await {
+            verdicts.push(verdict);
+            failover = Some(figures);
+        }
     }
     if let Some(sampler) = sampler {
         sampler.abort();
@@ -270,7 +332,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         duplicated: durability.duplicated,
         recoveries: cluster.recoveries.clone(),
         max_mirror_lag_records: max_lag.load(Ordering::Relaxed),
-        failover: None,
+        failover,
         verdicts,
     };
     for node in cluster.nodes.values_mut() {
@@ -280,6 +342,21 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         .write(&config.out_dir)
         .map_err(crate::error::io("write the report"))?;
     Ok(report)
+}
+
+/// Mounts a small filesystem as every r1 broker's data directory, or says why not.
+fn small_disks(
+    deployment: &Deployment,
+    run_dir: &std::path::Path,
+) -> Result<BTreeMap<String, SmallDisk>, String> {
+    SmallDisk::available()?;
+    let mut disks = BTreeMap::new();
+    for b in deployment.brokers.iter().filter(|b| b.region == "r1") {
+        let dir = run_dir.join("data").join(&b.region).join(&b.name);
+        let disk = SmallDisk::mount(&dir, SMALL_DISK_MB).map_err(|e| e.to_string())?;
+        disks.insert(format!("{}/{}", b.region, b.name), disk);
+    }
+    Ok(disks)
 }
 
 async fn create_topic(client: &Client) -> Result<(), ChaosError> {
@@ -501,7 +578,188 @@ impl Cluster {
                 })
                 .await;
             }
+            Fault::DiskFull { target, lasting } => self.fill_disk(target, lasting).await,
+            Fault::CertRotation => self.rotate_certificates().await,
+            Fault::Failover => self.fail_over().await,
         }
+    }
+
+    /// Fills a broker's data filesystem for `lasting`, empties it, restarts the broker if
+    /// it exited (as its supervisor would) and times its return to every ISR.
+    async fn fill_disk(&mut self, target: Target, lasting: Duration) {
+        let kind = Fault::DiskFull { target, lasting }.kind();
+        let Some(name) = self.resolve(target).await else {
+            return;
+        };
+        let filled = match &self.disks {
+            Err(why) => Err(why.clone()),
+            Ok(disks) => match disks.get(&name) {
+                None => Err(format!("{name} has no small disk")),
+                Some(disk) => disk.fill().map_err(|e| e.to_string()),
+            },
+        };
+        match filled {
+            Err(why) => {
+                self.note(kind, format!("SKIPPED: {why}"));
+                return;
+            }
+            Ok(bytes) => self.note(kind, format!("{name} ({} MiB filler)", bytes >> 20)),
+        }
+        tokio::time::sleep(lasting).await;
+        if let Ok(disks) = &self.disks
+            && let Some(disk) = disks.get(&name)
+        {
+            disk.free();
+        }
+        let exited = self.node(&name).is_some_and(|node| !node.is_running());
+        if exited {
+            tracing::warn!(node = %name, "the broker exited on the full disk; restarting it");
+            if let Some(node) = self.node(&name) {
+                let _ = node.start();
+            }
+        }
+        let rejoin_from = Instant::now();
+        self.time_rejoin(&name, rejoin_from).await;
+        if exited && let Some(last) = self.recoveries.last_mut() {
+            last.what
+                .push_str(" (it exited on the full disk and was restarted)");
+        }
+    }
+
+    /// Issues every node's certificate again and times how long until each broker serves
+    /// its new one to a fresh mTLS handshake (the processes are not restarted).
+    async fn rotate_certificates(&mut self) {
+        use crate::harness::rotation;
+        self.note(Fault::CertRotation.kind(), "every node, same CA".into());
+        let started = Instant::now();
+        if let Err(err) = rotation::rotate(&self.topology, &self.run_dir) {
+            tracing::error!(%err, "could not rotate the certificates");
+            self.recoveries.push(Recovery {
+                what: "certificates rotated".into(),
+                took_ms: None,
+                bound_ms: ROTATION_BOUND.as_millis() as u64,
+            });
+            return;
+        }
+        let tls = self.run_dir.join("tls");
+        let client_dir = tls.join("clients").join("admin");
+        for (name, addr) in self.brokers.clone() {
+            let wanted = rotation::serial_on_disk(&tls.join(&name)).ok();
+            let served = wait_until(ROTATION_BOUND, || async {
+                let serial = rotation::served_serial(addr, &client_dir).await.ok()?;
+                (Some(&serial) == wanted.as_ref()).then_some(())
+            })
+            .await;
+            self.recoveries.push(Recovery {
+                what: format!("{name} serves its rotated certificate"),
+                took_ms: served.map(|()| started.elapsed().as_millis() as u64),
+                bound_ms: ROTATION_BOUND.as_millis() as u64,
+            });
+        }
+    }
+
+    /// The failover step: the r1 member commits what it delivered and leaves (the
+    /// application is being moved), `meridian failover --wait-for-lag-zero` translates
+    /// the group's offsets into r2, and a member in r2 reads the remote copy from there.
+    async fn fail_over(&mut self) {
+        let (Some(before), Some(remote)) = (self.failover.before.take(), self.remote.clone())
+        else {
+            return;
+        };
+        self.note(Fault::Failover.kind(), format!("group {GROUP}"));
+        let started = Instant::now();
+        self.failover.started = Some(started);
+        self.failover.rpo_records = mirror_lag(&self.client, &remote).await.unwrap_or(0);
+        self.failover.before_log = Some(before.stop().await);
+        let command = tokio::process::Command::new(&self.binary)
+            .arg("failover")
+            .arg("--topology")
+            .arg(&self.topology)
+            .args(["--group", GROUP, "--from", "r1", "--to", "r2"])
+            .arg("--wait-for-lag-zero")
+            .output();
+        let ran = tokio::time::timeout(FAILOVER_BOUND, command).await;
+        let succeeded = match &ran {
+            Ok(Ok(out)) if out.status.success() => true,
+            Ok(Ok(out)) => {
+                tracing::error!(
+                    stdout = %String::from_utf8_lossy(&out.stdout),
+                    stderr = %String::from_utf8_lossy(&out.stderr),
+                    "meridian failover failed"
+                );
+                false
+            }
+            Ok(Err(err)) => {
+                tracing::error!(%err, "could not run meridian failover");
+                false
+            }
+            Err(_) => {
+                tracing::error!("meridian failover did not finish in time");
+                false
+            }
+        };
+        self.recoveries.push(Recovery {
+            what: format!("meridian failover of group {GROUP} from r1 to r2"),
+            took_ms: succeeded.then(|| started.elapsed().as_millis() as u64),
+            bound_ms: FAILOVER_BOUND.as_millis() as u64,
+        });
+        let after = GroupReader::start(remote, "r2", &format!("r1.{TOPIC}"), GROUP);
+        let reading = wait_until(FAILOVER_BOUND, || async { after.first_delivery().await }).await;
+        self.recoveries.push(Recovery {
+            what: format!("group {GROUP} reading in r2 after the failover began"),
+            took_ms: reading.map(|at| at.duration_since(started).as_millis() as u64),
+            bound_ms: FAILOVER_BOUND.as_millis() as u64,
+        });
+        self.failover.after = Some(after);
+    }
+
+    /// After the run: lets the r2 member read to the end of the remote copy, stops it,
+    /// and judges both members' deliveries against the source log.
+    async fn finish_failover(
+        &mut self,
+        source_logs: &[crate::history::PartitionLog],
+        copies: &[crate::history::PartitionLog],
+    ) -> Option<(check::Verdict, FailoverFigures)> {
+        let after = self.failover.after.take()?;
+        let before = self.failover.before_log.take()?;
+        let ends: BTreeMap<i32, i64> = copies
+            .iter()
+            .map(|c| (c.id.partition, c.high_watermark))
+            .collect();
+        let since = Instant::now();
+        let read_all = wait_until(MIRROR_CATCH_UP_BOUND, || async {
+            let at = after.positions().await;
+            ends.iter()
+                .all(|(p, end)| *end == 0 || at.get(p).is_some_and(|pos| pos >= end))
+                .then_some(())
+        })
+        .await;
+        self.recoveries.push(Recovery {
+            what: format!("group {GROUP} read the remote copy to its end in r2"),
+            took_ms: read_all.map(|()| since.elapsed().as_millis() as u64),
+            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
+        });
+        let rto_ms = match (after.first_delivery().await, self.failover.started) {
+            (Some(first), Some(started)) => first.duration_since(started).as_millis() as u64,
+            _ => 0,
+        };
+        let after = after.stop().await;
+        let mut deliveries = before.deliveries;
+        deliveries.extend(after.deliveries);
+        let findings = check::failover_once::check(
+            source_logs,
+            &BTreeMap::new(),
+            |remote| remote.strip_prefix("r1.").map(str::to_string),
+            &deliveries,
+        );
+        let figures = FailoverFigures {
+            rpo_records: self.failover.rpo_records,
+            skipped: findings.skipped,
+            redelivered: findings.redelivered,
+            in_region_replays: before.replays_dropped + after.replays_dropped,
+            rto_ms,
+        };
+        Some((findings.verdict, figures))
     }
 
     /// Applies a network fault for `lasting` between the regions (or inside the

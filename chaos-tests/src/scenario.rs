@@ -66,6 +66,20 @@ pub enum Fault {
         /// How long.
         lasting: Duration,
     },
+    /// The broker's data filesystem filled to the last byte, then emptied again.
+    DiskFull {
+        /// Whose disk.
+        target: Target,
+        /// How long it stays full.
+        lasting: Duration,
+    },
+    /// Every node's certificate issued again from the same CA while the processes run;
+    /// each broker must serve its new certificate without a restart.
+    CertRotation,
+    /// Not a fault but the step the mirror exists for: the consumer group reading the
+    /// workload topic in r1 stops, `meridian failover` moves it to r2, and it carries on
+    /// there reading the remote copy. Once per run.
+    Failover,
 }
 
 impl Fault {
@@ -78,6 +92,9 @@ impl Fault {
             Fault::RegionCut { .. } => "inter-region cut + heal",
             Fault::RegionLoss { .. } => "inter-region packet loss",
             Fault::GossipLoss { .. } => "gossip datagram loss",
+            Fault::DiskFull { .. } => "disk full",
+            Fault::CertRotation => "certificate rotation",
+            Fault::Failover => "group failover r1 -> r2",
         }
     }
 }
@@ -104,6 +121,15 @@ pub struct Scenario {
     pub faults: Vec<Scheduled>,
     /// Whether the run has a second region mirroring the workload topic (r1 → r2).
     pub mirrored: bool,
+}
+
+impl Scenario {
+    /// Whether any step is a full disk (the run then gives r1's brokers small disks).
+    pub fn fills_disks(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::DiskFull { .. }))
+    }
 }
 
 /// Every scenario name, for `--help` and errors.
@@ -160,6 +186,12 @@ impl Scenario {
                         percent: 30,
                         lasting: Duration::from_secs(5),
                     },
+                    Fault::DiskFull {
+                        target: Target::LeaderOf(partition()),
+                        lasting: Duration::from_secs(5),
+                    },
+                    Fault::CertRotation,
+                    Fault::Failover,
                 ];
                 shuffle(&mut kinds, &mut SeededRng::new(seed ^ 0x5eed));
                 kinds
@@ -178,11 +210,20 @@ impl Scenario {
             "soak" => {
                 let mut rng = SeededRng::new(seed ^ 0x50a4);
                 let count = (duration.as_secs() / 15).max(1);
-                (0..count)
+                let mut faults: Vec<Fault> = (0..count)
                     .map(|_| {
                         let p = rng.below(PARTITIONS as u64) as i32;
                         let secs = Duration::from_secs(rng.between(2, 8));
-                        match rng.below(10) {
+                        match rng.below(12) {
+                            10 => Fault::CertRotation,
+                            11 => Fault::DiskFull {
+                                target: if rng.below(2) == 0 {
+                                    Target::LeaderOf(p)
+                                } else {
+                                    Target::FollowerOf(p)
+                                },
+                                lasting: secs,
+                            },
                             7 => Fault::RegionCut { lasting: secs * 3 },
                             8 => Fault::RegionLoss {
                                 percent: rng.between(5, 30) as u8,
@@ -222,7 +263,10 @@ impl Scenario {
                             },
                         }
                     })
-                    .collect()
+                    .collect();
+                // One failover, half way through.
+                faults.insert(faults.len() / 2, Fault::Failover);
+                faults
             }
             other => {
                 return Err(ChaosError::UnknownScenario {
@@ -268,8 +312,8 @@ mod tests {
         let mut kinds: Vec<&str> = s.faults.iter().map(|f| f.fault.kind()).collect();
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds.len(), 6);
-        assert_eq!(s.faults.len(), 10);
+        assert_eq!(kinds.len(), 9);
+        assert_eq!(s.faults.len(), 13);
         assert!(s.mirrored);
         for target in [Target::MirrorWorker, Target::Controller] {
             assert!(
@@ -279,6 +323,17 @@ mod tests {
                 "{target:?} missing"
             );
         }
+    }
+
+    #[test]
+    fn a_soak_fails_over_once() {
+        let s = Scenario::build("soak", 5, Duration::from_secs(600)).unwrap();
+        let failovers = s
+            .faults
+            .iter()
+            .filter(|f| f.fault == Fault::Failover)
+            .count();
+        assert_eq!(failovers, 1);
     }
 
     #[test]

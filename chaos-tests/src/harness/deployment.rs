@@ -208,6 +208,9 @@ fn issue_certificates(topology_path: &Path) -> Result<(), ChaosError> {
     let topology =
         topology::load(topology_path).map_err(|e| failed("load the deployment", e.to_string()))?;
     let ca = certs::Ca::generate("chaos-ca").map_err(|e| failed("create a CA", e.to_string()))?;
+    // Kept for the certificate-rotation fault, which issues from the same CA mid-run.
+    ca.save(&super::rotation::ca_dir(&topology.base_dir))
+        .map_err(|e| failed("save the CA", e.to_string()))?;
     let out = topology.base_dir.join(&topology.tls.dir);
     certs::issue_deployment(&topology, &ca, &out, 2)
         .map_err(|e| failed("issue certificates", e.to_string()))?;

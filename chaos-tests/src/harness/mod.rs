@@ -1,10 +1,15 @@
 //! The harness's moving parts, each owning one thing: the deployment file it writes
 //! ([`deployment`]), the real `meridian` processes it starts and hurts ([`process`]), the
-//! workload that records what the cluster acknowledged ([`workload`]) and the final read
-//! of every partition ([`readback`]), and cuts between regions ([`partition`]).
+//! workload that records what the cluster acknowledged ([`workload`]), the consumer group
+//! the failover step moves ([`group_reader`]), the final read of every partition
+//! ([`readback`]), cuts between regions ([`partition`]), certificate rotation
+//! ([`rotation`]) and full disks ([`disk`]).
 
 pub mod deployment;
+pub mod disk;
+pub mod group_reader;
 pub mod partition;
 pub mod process;
 pub mod readback;
+pub mod rotation;
 pub mod workload;

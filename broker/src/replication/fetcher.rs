@@ -177,6 +177,17 @@ fn connect(addr: &str) -> Result<BrokerClient<Channel>, BrokerError> {
         .max_encoding_message_size(256 << 20))
 }
 
+/// Whether a failed follower append means our log diverges from the leader's (then the
+/// tail above the high watermark is cut), rather than that our storage failed. Cutting on
+/// a storage error would throw away records that may already be committed, and an ISR
+/// member that then became leader would lose them.
+fn means_divergence(err: &BrokerError) -> bool {
+    !matches!(
+        err,
+        BrokerError::Io { .. } | BrokerError::Corrupt { .. } | BrokerError::PartitionOffline { .. }
+    )
+}
+
 /// One fetch round. `Ok(false)` asks the caller to pause before the next one.
 async fn fetch_once(
     p: &Arc<Partition>,
@@ -239,6 +250,13 @@ async fn fetch_once(
     if !fetched.records.is_empty() {
         let batches = BytesMut::from(&fetched.records[..]);
         if let Err(err) = p.append_as_follower(batches, target.epoch).await {
+            if !means_divergence(&err) {
+                // Our own storage failed (a full disk): the records we hold are fine and
+                // may be committed; keep them, and retry after a pause. Lagging, we leave
+                // the ISR; once the disk has room we catch up.
+                tracing::warn!(topic = %p.topic(), partition = p.index(), %err, "follower append failed on local storage; keeping the log and retrying");
+                return Ok(false);
+            }
             // The leader's bytes do not fit our log (a divergent batch): drop our tail
             // to the high watermark and fetch again from there.
             tracing::warn!(topic = %p.topic(), partition = p.index(), %err, "follower append failed; truncating to the high watermark");
@@ -254,7 +272,28 @@ async fn fetch_once(
 
 #[cfg(test)]
 mod tests {
-    use super::truncation_offset;
+    use super::{means_divergence, truncation_offset};
+    use crate::error::BrokerError;
+
+    #[test]
+    fn a_full_disk_is_not_divergence_but_a_batch_below_the_end_is() {
+        let full = BrokerError::io(
+            "/data/orders-0/00000000000000000000.log",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(!means_divergence(&full));
+        let offline = BrokerError::PartitionOffline {
+            partition: "orders-0".into(),
+            reason: "storage failure".into(),
+        };
+        assert!(!means_divergence(&offline));
+        let below = BrokerError::OffsetBelowEnd {
+            base: 5,
+            last: 9,
+            end: 7,
+        };
+        assert!(means_divergence(&below));
+    }
 
     #[test]
     fn a_stale_high_watermark_does_not_cut_committed_records() {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 4's figures: leader failover time after kill -9 (N trials) and acks=all rf=3
 # throughput as a ratio of rf=1, on one release-mode region of three brokers.
-# Usage: scripts/bench-failover.sh [TRIALS] [RECORDS]
+# Usage: scripts/bench-failover.sh [TRIALS] [RECORDS] [PAIRS]   (TRIALS=0 skips failover)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials=${1:-10}
 records=${2:-300000}
+pairs=${3:-5}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/meridian"
@@ -42,6 +43,7 @@ isr_of() { "$bin" topic describe "$1" --bootstrap "$all" 2>/dev/null | awk '$1==
 echo "== failover after kill -9 of the partition leader (session_timeout default)"
 times=()
 for t in $(seq 1 "$trials"); do
+  [ "$trials" -gt 0 ] || break
   "$bin" topic create "f$t" --partitions 1 --bootstrap "$all" >/dev/null
   until [ "$(isr_of "f$t" | tr ',' '\n' | wc -l)" -eq 3 ]; do sleep 0.2; done
   old=$(leader_of "f$t")
@@ -62,7 +64,7 @@ for t in $(seq 1 "$trials"); do
   start "$old"
   until [ "$(isr_of "f$t" | tr ',' '\n' | wc -l)" -eq 3 ]; do sleep 0.2; done
 done
-python3 - "${times[@]}" <<'PY'
+[ "$trials" -gt 0 ] && python3 - "${times[@]}" <<'PY'
 import statistics, sys
 v = sorted(float(x) for x in sys.argv[1:])
 print(f"failover: median {statistics.median(v):.2f}s, max {max(v):.2f}s, min {min(v):.2f}s over {len(v)} trials")
@@ -71,7 +73,18 @@ PY
 echo "== acks=all rf=3 vs rf=1 (1-KiB records, 1 partition, flush none)"
 "$bin" topic create rf1 --partitions 1 --replication-factor 1 --config min.insync.replicas=1 --bootstrap "$all" >/dev/null
 "$bin" topic create rf3 --partitions 1 --replication-factor 3 --bootstrap "$all" >/dev/null
-for run in 1 2; do
-  printf 'rf=1 acks=1   '; "$bin" bench produce --topic rf1 --records "$records" --record-size 1024 --acks 1 --bootstrap "$all" | tail -1
-  printf 'rf=3 acks=all '; "$bin" bench produce --topic rf3 --records "$records" --record-size 1024 --acks all --bootstrap "$all" | tail -1
+ratios=()
+rate() { awk '{for(i=1;i<=NF;i++) if($i=="records/s,") print $(i-1)}'; }
+for run in $(seq 1 "$pairs"); do
+  one=$("$bin" bench produce --topic rf1 --records "$records" --record-size 1024 --acks 1 --bootstrap "$all" | tail -1)
+  three=$("$bin" bench produce --topic rf3 --records "$records" --record-size 1024 --acks all --bootstrap "$all" | tail -1)
+  r1=$(echo "$one" | rate); r3=$(echo "$three" | rate)
+  ratio=$(python3 -c "print(f'{$r3/$r1:.2f}')")
+  ratios+=("$ratio")
+  echo "pair $run: rf=1 acks=1 $r1 records/s, rf=3 acks=all $r3 records/s, ratio $ratio"
 done
+python3 - "${ratios[@]}" <<'PY'
+import statistics, sys
+v = sorted(float(x) for x in sys.argv[1:])
+print(f"rf=3 acks=all / rf=1 acks=1: median {statistics.median(v):.2f}, min {min(v):.2f}, max {max(v):.2f} over {len(v)} pairs")
+PY

@@ -39,16 +39,19 @@ async fn quick_suite_holds_every_invariant_through_every_fault_kind() {
         report.faults
     );
     // The network faults (inter-region cut and loss, gossip loss) need root and
-    // iptables, the full disk needs root to mount a tmpfs; without them the report says
+    // iptables, added latency iptables' nat table (for the link proxy), the full disk
+    // needs root to mount a tmpfs; without them the report says
     // SKIPPED and why, and so does this test.
     let network = chaos_tests::harness::partition::Cut::available();
     let disk = chaos_tests::harness::disk::SmallDisk::available();
+    let link = chaos_tests::harness::proxy::LinkProxy::available();
     for fault in &report.faults {
         if !fault.target.starts_with("SKIPPED") {
             continue;
         }
         let allowed = match fault.kind.as_str() {
             "disk full" => disk.as_ref().err(),
+            "inter-region latency + jitter" => link.as_ref().err(),
             _ => network.as_ref().err(),
         };
         match allowed {
@@ -58,6 +61,18 @@ async fn quick_suite_holds_every_invariant_through_every_fault_kind() {
                 fault.kind
             ),
         }
+    }
+    // Added latency went through the link proxy and held mirror traffic back.
+    if link.is_ok() {
+        let latency = report
+            .faults
+            .iter()
+            .find(|f| f.kind == "inter-region latency + jitter")
+            .expect("the latency fault fired");
+        assert!(
+            !latency.target.contains("; 0 chunks held"),
+            "the proxy carried no inter-region traffic: {latency:?}"
+        );
     }
     // The failover step ran and moved the group exactly: nothing skipped, nothing twice.
     let failover = report.failover.as_ref().expect("the failover step ran");

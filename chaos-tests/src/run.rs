@@ -15,6 +15,7 @@ use crate::harness::deployment::{Deployment, DeploymentSpec};
 use crate::harness::disk::SmallDisk;
 use crate::harness::group_reader::{GroupReader, ReaderLog};
 use crate::harness::process::NodeProcess;
+use crate::harness::proxy::LinkProxy;
 use crate::harness::readback::read_topic;
 use crate::harness::workload::Workload;
 use crate::report::{FailoverFigures, FaultEvent, Report};
@@ -106,6 +107,9 @@ struct Cluster {
     /// r1 brokers' small data filesystems (runs with a full-disk fault, as root); else why
     /// not.
     disks: Result<BTreeMap<String, SmallDisk>, String>,
+    /// The proxy on the inter-region link (runs with a latency fault, as root); else why
+    /// not.
+    link: Result<LinkProxy, String>,
 }
 
 /// The consumer group of the failover step: reading in r1 until the step, then in r2.
@@ -145,6 +149,18 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         small_disks(&deployment, &run_dir)
     } else {
         Err("the scenario fills no disk".into())
+    };
+    // Inter-region connections go through the link proxy from the start when the
+    // scenario adds latency, so that the mirror's long-lived connections are shaped too.
+    let link = if scenario.mirrored && scenario.shapes_the_link() {
+        match LinkProxy::available() {
+            Ok(()) => LinkProxy::start(&region_addresses(&deployment), scenario.seed)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        }
+    } else {
+        Err("the scenario adds no latency".into())
     };
     let mut nodes = BTreeMap::new();
     let mut ids = BTreeMap::new();
@@ -239,6 +255,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
             .collect(),
         failover: FailoverStep::default(),
         disks,
+        link,
     };
     let workload = Workload::start(client.clone(), &region, TOPIC, config.writers, config.rate);
     if scenario.faults.iter().any(|f| f.fault == Fault::Failover) {
@@ -342,6 +359,25 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         .write(&config.out_dir)
         .map_err(crate::error::io("write the report"))?;
     Ok(report)
+}
+
+/// One address per region (its first broker's), in region order: the link proxy
+/// derives each region's subnet from it.
+fn region_addresses(deployment: &Deployment) -> Vec<std::net::Ipv4Addr> {
+    deployment
+        .regions
+        .iter()
+        .filter_map(|region| {
+            deployment
+                .brokers
+                .iter()
+                .find(|b| &b.region == region)
+                .and_then(|b| match b.grpc.ip() {
+                    std::net::IpAddr::V4(ip) => Some(ip),
+                    std::net::IpAddr::V6(_) => None,
+                })
+        })
+        .collect()
 }
 
 /// Mounts a small filesystem as every r1 broker's data directory, or says why not.
@@ -572,6 +608,38 @@ impl Cluster {
                 })
                 .await;
             }
+            Fault::RegionLatency {
+                delay,
+                jitter,
+                lasting,
+            } => {
+                let shaping = match &self.link {
+                    Ok(link) => link.shaping.clone(),
+                    Err(why) => {
+                        let why = why.clone();
+                        self.note(fault.kind(), format!("SKIPPED: {why}"));
+                        return;
+                    }
+                };
+                self.note(
+                    fault.kind(),
+                    format!(
+                        "{}: +{} ms, jitter up to {} ms, each way",
+                        self.subnets.join(" <-> "),
+                        delay.as_millis(),
+                        jitter.as_millis()
+                    ),
+                );
+                let held_before = shaping.chunks_held();
+                shaping.set(delay, jitter);
+                tokio::time::sleep(lasting).await;
+                shaping.clear();
+                if let Some(event) = self.faults.last_mut() {
+                    let held = shaping.chunks_held() - held_before;
+                    event.target.push_str(&format!("; {held} chunks held"));
+                }
+                self.time_mirror_catch_up("the added latency").await;
+            }
             Fault::GossipLoss { percent, lasting } => {
                 self.network_fault(fault.kind(), lasting, false, |a, _| {
                     crate::harness::partition::Cut::lossy(&[a], &[a], percent, Some("udp"))
@@ -798,6 +866,37 @@ impl Cluster {
             }
             Err(err) => tracing::error!(%err, "could not apply the network fault"),
         }
+        if between_regions {
+            self.time_mirror_catch_up(kind).await;
+        }
+    }
+
+    /// Times how long the mirror takes, once a link fault is over, to copy everything
+    /// the source had committed when it ended.
+    async fn time_mirror_catch_up(&mut self, after: &str) {
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
+        let since = Instant::now();
+        let Ok(ends) = self.client.list_offsets(TOPIC, OffsetSpec::Latest).await else {
+            return;
+        };
+        let remote_topic = format!("r1.{TOPIC}");
+        let caught_up = wait_until(MIRROR_CATCH_UP_BOUND, || async {
+            let copied = remote
+                .list_offsets(&remote_topic, OffsetSpec::Latest)
+                .await
+                .ok()?;
+            ends.iter()
+                .all(|(p, end)| copied.get(p).is_some_and(|c| c >= end))
+                .then_some(())
+        })
+        .await;
+        self.recoveries.push(Recovery {
+            what: format!("mirror caught up after {after}"),
+            took_ms: caught_up.map(|()| since.elapsed().as_millis() as u64),
+            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
+        });
     }
 
     /// Times how long the partitions `dead` led take to get another leader.

@@ -59,6 +59,16 @@ pub enum Fault {
         /// How long.
         lasting: Duration,
     },
+    /// Latency added to every TCP connection between the regions, each way (through the
+    /// link proxy), with jitter on top, then removed.
+    RegionLatency {
+        /// Added one-way delay.
+        delay: Duration,
+        /// Up to this much more, per chunk.
+        jitter: Duration,
+        /// How long.
+        lasting: Duration,
+    },
     /// A share of the gossip (UDP) datagrams inside the workload region lost.
     GossipLoss {
         /// Percent of datagrams dropped.
@@ -91,6 +101,7 @@ impl Fault {
             Fault::StallFollowersKillLeader { .. } => "stall followers, kill -9 leader",
             Fault::RegionCut { .. } => "inter-region cut + heal",
             Fault::RegionLoss { .. } => "inter-region packet loss",
+            Fault::RegionLatency { .. } => "inter-region latency + jitter",
             Fault::GossipLoss { .. } => "gossip datagram loss",
             Fault::DiskFull { .. } => "disk full",
             Fault::CertRotation => "certificate rotation",
@@ -124,6 +135,13 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Whether any step adds latency (the run then routes the link through the proxy).
+    pub fn shapes_the_link(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f.fault, Fault::RegionLatency { .. }))
+    }
+
     /// Whether any step is a full disk (the run then gives r1's brokers small disks).
     pub fn fills_disks(&self) -> bool {
         self.faults
@@ -190,6 +208,11 @@ impl Scenario {
                         target: Target::LeaderOf(partition()),
                         lasting: Duration::from_secs(5),
                     },
+                    Fault::RegionLatency {
+                        delay: Duration::from_millis(100),
+                        jitter: Duration::from_millis(50),
+                        lasting: Duration::from_secs(5),
+                    },
                     Fault::CertRotation,
                     Fault::Failover,
                 ];
@@ -214,7 +237,12 @@ impl Scenario {
                     .map(|_| {
                         let p = rng.below(PARTITIONS as u64) as i32;
                         let secs = Duration::from_secs(rng.between(2, 8));
-                        match rng.below(12) {
+                        match rng.below(13) {
+                            12 => Fault::RegionLatency {
+                                delay: Duration::from_millis(rng.between(20, 200)),
+                                jitter: Duration::from_millis(rng.between(0, 100)),
+                                lasting: secs * 2,
+                            },
                             10 => Fault::CertRotation,
                             11 => Fault::DiskFull {
                                 target: if rng.below(2) == 0 {
@@ -312,8 +340,8 @@ mod tests {
         let mut kinds: Vec<&str> = s.faults.iter().map(|f| f.fault.kind()).collect();
         kinds.sort();
         kinds.dedup();
-        assert_eq!(kinds.len(), 9);
-        assert_eq!(s.faults.len(), 13);
+        assert_eq!(kinds.len(), 10);
+        assert_eq!(s.faults.len(), 14);
         assert!(s.mirrored);
         for target in [Target::MirrorWorker, Target::Controller] {
             assert!(

@@ -2,14 +2,15 @@
 //! ([`deployment`]), the real `meridian` processes it starts and hurts ([`process`]), the
 //! workload that records what the cluster acknowledged ([`workload`]), the consumer group
 //! the failover step moves ([`group_reader`]), the final read of every partition
-//! ([`readback`]), cuts between regions ([`partition`]), certificate rotation
-//! ([`rotation`]) and full disks ([`disk`]).
+//! ([`readback`]), cuts between regions ([`partition`]), latency on the link
+//! between them ([`proxy`]), certificate rotation ([`rotation`]) and full disks ([`disk`]).
 
 pub mod deployment;
 pub mod disk;
 pub mod group_reader;
 pub mod partition;
 pub mod process;
+pub mod proxy;
 pub mod readback;
 pub mod rotation;
 pub mod workload;

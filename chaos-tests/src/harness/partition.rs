@@ -21,7 +21,7 @@ pub struct Cut {
     rules: Vec<Vec<String>>,
 }
 
-fn iptables(args: &[&str]) -> Result<(), ChaosError> {
+pub(crate) fn iptables(args: &[&str]) -> Result<(), ChaosError> {
     let out = Command::new("iptables")
         .args(args)
         .output()

@@ -585,12 +585,10 @@ impl PartitionLog {
         match mode {
             AppendMode::AssignOffsets => {
                 // A retried idempotent batch is answered with its first offsets. Kafka
-                // clients send one batch per partition and request; a request that
-                // mixes retried and new batches is refused rather than half-written.
-                let checks = parsed
-                    .iter()
-                    .map(|(_, h)| self.producers.check(h))
-                    .collect::<Result<Vec<_>>>()?;
+                // clients send one batch per partition and request, Meridian's several
+                // in sequence; a request that mixes retried and new batches is refused
+                // rather than half-written.
+                let checks = self.producers.check_run(parsed.iter().map(|(_, h)| h))?;
                 let duplicates: Vec<(i64, i64)> = checks
                     .iter()
                     .filter_map(|c| match c {

@@ -117,6 +117,40 @@ impl ProducerStates {
         }
     }
 
+    /// [`Self::check`] for the batches of one request in order: a batch that follows an
+    /// earlier batch of the same producer in the request is judged against that one, as
+    /// if it had been written already (the request is written whole or not at all).
+    pub fn check_run<'a>(
+        &self,
+        headers: impl IntoIterator<Item = &'a BatchHeader>,
+    ) -> Result<Vec<SequenceCheck>> {
+        // producer id -> (epoch, last sequence) of its latest new batch in this request
+        let mut ahead: HashMap<i64, (i16, i32)> = HashMap::new();
+        let mut checks = Vec::new();
+        for h in headers {
+            let check = match ahead.get(&h.producer_id) {
+                Some(&(epoch, last)) if h.producer_epoch == epoch => {
+                    let expected = if last == i32::MAX { 0 } else { last + 1 };
+                    if h.base_sequence == expected {
+                        SequenceCheck::Append
+                    } else {
+                        return Err(BrokerError::OutOfOrderSequence {
+                            producer_id: h.producer_id,
+                            expected,
+                            got: h.base_sequence,
+                        });
+                    }
+                }
+                _ => self.check(h)?,
+            };
+            if check == SequenceCheck::Append && h.producer_id >= 0 && h.base_sequence >= 0 {
+                ahead.insert(h.producer_id, (h.producer_epoch, last_sequence(h)));
+            }
+            checks.push(check);
+        }
+        Ok(checks)
+    }
+
     /// Remembers a batch written at its (final) offsets.
     pub fn record(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 || h.base_sequence < 0 {
@@ -178,6 +212,25 @@ mod tests {
             s.check(&batch(7, 0, 5, 1, -1)).unwrap(),
             SequenceCheck::Append
         );
+    }
+
+    #[test]
+    fn batches_of_one_request_follow_each_other() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(7, 0, 0, 3, 100));
+        let run = [
+            batch(7, 0, 3, 2, -1),
+            batch(7, 0, 5, 4, -1),
+            batch(9, 0, 0, 1, -1),
+        ];
+        assert_eq!(
+            s.check_run(&run).unwrap(),
+            vec![SequenceCheck::Append; 3],
+            "each batch continues the one before it in the request"
+        );
+        let gap = [batch(7, 0, 3, 2, -1), batch(7, 0, 6, 1, -1)];
+        let err = s.check_run(&gap).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::OutOfOrderSequenceNumber);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! record, refuses writes it cannot replicate, and a dead leader's unreplicated tail is
 //! gone once it returns as a follower.
 //!
-//! The producers here use a client that does not retry by itself (`attempts: 1`) and
-//! give every attempt a value of its own: without producer idempotence a retried request
-//! may be appended twice, so only per-attempt values let the test tell "acknowledged
-//! once" apart from "retried".
+//! The first test's producer uses a client that does not retry by itself (`attempts: 1`)
+//! and gives every attempt a value of its own, so "acknowledged once" is told apart from
+//! "retried". The pipelined test keeps the client's retries and the idempotent producer's
+//! five requests in flight per partition, and holds it to more: nothing stored twice at
+//! all, and send order kept, through the kill.
 
 mod support;
 
@@ -292,6 +293,81 @@ async fn acks_all_loses_and_duplicates_no_acknowledged_record_when_the_leader_is
             .collect();
         assert_eq!(stored_order, acked_order, "order of partition {partition}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_idempotent_producer_keeps_order_and_writes_once_through_a_leader_kill() {
+    let mut region = Region::start_with(66, 3, "", CLUSTER);
+    let admin = connect(&region.bootstrap_all(), 20).await;
+    wait_for_brokers(&admin, 3).await;
+    create_replicated(&admin, "ledger", 1).await;
+    let client = connect(&region.bootstrap_all(), 200).await;
+    // Small batches and a short linger: many requests, several in flight at once.
+    let mut config = ProducerConfig {
+        acks: Acks::All,
+        request_timeout: Duration::from_secs(20),
+        ..ProducerConfig::default()
+    };
+    config.batching.max_batch_bytes = 512;
+    config.batching.linger = Duration::from_millis(1);
+    assert_eq!(config.max_in_flight_per_partition, 5);
+    assert!(
+        config.idempotence,
+        "idempotence is the default with acks=all"
+    );
+    let producer = Producer::new(client.clone(), config).expect("producer");
+
+    let (old_leader, _) = placement(&admin, "ledger", 0).await.expect("placement");
+    let killed = usize::try_from(old_leader - 1).unwrap();
+    let mut pending = Vec::new();
+    for seq in 0..6_000u32 {
+        if seq == 2_000 {
+            region.kill9(killed);
+        }
+        let record = Record::new(format!("v{seq:05}"), 0);
+        let delivery = producer
+            .send("ledger", Some(0), record)
+            .await
+            .expect("queued");
+        pending.push((seq, tokio::spawn(delivery)));
+        if seq % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    producer.flush().await.expect("flush");
+    let mut acked = Vec::new();
+    let mut errors = BTreeMap::new();
+    for (seq, delivery) in pending {
+        match delivery.await.expect("delivery task") {
+            Ok(d) => acked.push((seq, d.offset)),
+            Err(err) => *errors.entry(err.to_string()).or_insert(0) += 1,
+        }
+    }
+    assert!(
+        acked.len() > 5_000,
+        "most sends are acknowledged: {} ({errors:?})",
+        acked.len()
+    );
+    let stored = read_all(admin.clone(), "ledger").await;
+    let values: Vec<&str> = stored[&0].iter().map(|(_, v)| v.as_str()).collect();
+    let distinct: BTreeSet<&str> = values.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        values.len(),
+        "an idempotent producer's retries are written once"
+    );
+    let mut sorted = values.clone();
+    sorted.sort_unstable();
+    assert_eq!(values, sorted, "stored in send order");
+    for (seq, offset) in &acked {
+        let at = stored[&0].iter().find(|(o, _)| o == offset);
+        assert_eq!(
+            at.map(|(_, v)| v.clone()),
+            Some(format!("v{seq:05}")),
+            "acknowledged v{seq:05} is at its acknowledged offset"
+        );
+    }
+    region.spawn(killed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

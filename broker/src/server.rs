@@ -729,6 +729,16 @@ impl broker_server::Broker for BrokerService {
         Ok(Response::new(proto::OffsetFetchResponse { offsets }))
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<proto::InitProducerIdRequest>,
+    ) -> Result<Response<proto::InitProducerIdResponse>, Status> {
+        Ok(Response::new(proto::InitProducerIdResponse {
+            producer_id: self.node.new_producer_id(),
+            producer_epoch: 0,
+        }))
+    }
+
     async fn members(
         &self,
         _request: Request<proto::MembersRequest>,

@@ -641,6 +641,16 @@ impl Client {
             .collect())
     }
 
+    /// A producer id for idempotent produce, unique in the region.
+    pub async fn init_producer_id(&self) -> Result<i64> {
+        let response = self
+            .call_any(proto::InitProducerIdRequest {}, |mut stub, r| async move {
+                stub.init_producer_id(r).await
+            })
+            .await?;
+        Ok(response.producer_id)
+    }
+
     /// The membership view of the broker that answers (its region's gossip).
     pub async fn members(&self) -> Result<Vec<proto::Member>> {
         Ok(self.membership().await?.members)

@@ -5,8 +5,8 @@
 //!  send() ──lock──▶ accumulator.add ──(sealed)──▶ wake sender task
 //!                                                      │ ready(now): encoded batches
 //!                                                      ▼
-//!                              per-partition queue ──▶ Produce request (one in flight
-//!                                                      per partition) ──▶ replies, release
+//!                              per-partition queue ──▶ Produce requests (1, or up to 5
+//!                                                      when idempotent) ──▶ replies, release
 //! ```
 //!
 //! `send` adds the record to the accumulator itself, under a mutex held for
@@ -14,13 +14,24 @@
 //! hop was the largest cost per record (BENCHMARKS.md). A background task only turns
 //! ready batches into requests.
 //!
-//! Ordering: a partition has at most one Produce request in flight; batches that become
-//! ready meanwhile queue and leave together in the next request (the log appends a
-//! request's batches in order). Different partitions proceed in parallel, up to
-//! `max_in_flight` requests, so a producer keeps many partitions busy without ever
-//! reordering one. Without idempotence (not built yet) a retried request whose first
-//! attempt was in fact appended is appended twice, as in Kafka with
-//! `enable.idempotence=false`.
+//! Ordering: batches that become ready while a partition's requests are in flight queue
+//! and leave together in its next request (the log appends a request's batches in order).
+//! Without idempotence a partition has one request in flight, so nothing can overtake;
+//! a retried request whose first attempt was in fact appended is then appended twice, as
+//! in Kafka with `enable.idempotence=false`.
+//!
+//! With acks=all the producer is idempotent by default (Kafka's default too): it gets a
+//! producer id from the cluster and stamps each batch, when first sent, with the id, an
+//! epoch and the partition's next sequence number. The leader writes a batch only in
+//! sequence and answers a retry with the offsets of its first write, so up to
+//! `max_in_flight_per_partition` requests per partition can be in flight: a request the
+//! leader takes too early is refused as out of sequence and sent again once the earlier
+//! ones are written. A request that fails for good leaves a hole no later batch can
+//! pass, so the partition moves to a new epoch starting at sequence 0. The first request
+//! of an epoch goes alone, because a leader accepts any first sequence from a producer
+//! it does not know.
+//!
+//! Different partitions proceed in parallel, up to `max_in_flight` requests in all.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -56,6 +67,14 @@ pub struct ProducerConfig {
     pub batching: AccumulatorConfig,
     /// Produce requests in flight at once (across partitions).
     pub max_in_flight: usize,
+    /// With acks=all, stamp batches with a producer id and per-partition sequence
+    /// numbers (Kafka's `enable.idempotence`, on by default there too): a retried
+    /// request is written once, and several requests per partition can be in flight
+    /// without reordering.
+    pub idempotence: bool,
+    /// Requests in flight per partition when idempotent (Kafka's
+    /// `max.in.flight.requests.per.connection`, 5); otherwise always 1.
+    pub max_in_flight_per_partition: usize,
     /// Most bytes of batches one request carries for one partition.
     pub max_request_bytes: usize,
     /// Server-side timeout of a request.
@@ -68,6 +87,8 @@ impl Default for ProducerConfig {
             acks: Acks::Leader,
             batching: AccumulatorConfig::default(),
             max_in_flight: 16,
+            idempotence: true,
+            max_in_flight_per_partition: 5,
             max_request_bytes: 8 << 20,
             request_timeout: Duration::from_secs(30),
         }
@@ -94,7 +115,59 @@ struct Pending {
 #[derive(Default)]
 struct PartitionQueue {
     queued: VecDeque<Pending>,
-    in_flight: bool,
+    /// Ids of the requests in flight, oldest first.
+    flights: VecDeque<u64>,
+    /// Idempotence: the epoch and the sequence stamped on the next batch sent.
+    epoch: i16,
+    next_sequence: i32,
+    /// A request of the current epoch was acknowledged, so the leader knows where this
+    /// producer's sequence stands: more requests may follow it in flight. Until then one
+    /// at a time (a leader accepts any first sequence from a producer it does not know).
+    proven: bool,
+}
+
+impl PartitionQueue {
+    /// How many requests may be in flight now.
+    fn flight_limit(&self, idempotent: bool, max: usize) -> usize {
+        if idempotent && self.proven {
+            max.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Stamps `batches` with the producer and the next sequence numbers.
+    fn stamp(&mut self, producer_id: i64, batches: &mut [Pending]) {
+        for pending in batches {
+            let mut bytes = bytes::BytesMut::from(&pending.batch.bytes[..]);
+            crate::log::batch::set_producer(
+                &mut bytes,
+                producer_id,
+                self.epoch,
+                self.next_sequence,
+            );
+            pending.batch.bytes = bytes.freeze();
+            // Sequences wrap at i32::MAX back to 0, as Kafka's do.
+            self.next_sequence = ((i64::from(self.next_sequence)
+                + pending.batch.record_count as i64)
+                % (i64::from(i32::MAX) + 1)) as i32;
+        }
+    }
+
+    /// A request of epoch `epoch` finished. A failure leaves a hole in the sequence
+    /// that no later batch can pass, so the next batch starts a new epoch at 0.
+    fn finished(&mut self, id: u64, epoch: Option<i16>, succeeded: bool) {
+        self.flights.retain(|f| *f != id);
+        match epoch {
+            Some(e) if e == self.epoch && succeeded => self.proven = true,
+            Some(e) if e == self.epoch => {
+                self.epoch = self.epoch.saturating_add(1);
+                self.next_sequence = 0;
+                self.proven = false;
+            }
+            _ => {}
+        }
+    }
 }
 
 struct TopicState {
@@ -123,7 +196,7 @@ impl TopicState {
             && self
                 .queues
                 .values()
-                .all(|q| q.queued.is_empty() && !q.in_flight)
+                .all(|q| q.queued.is_empty() && q.flights.is_empty())
     }
 }
 
@@ -152,6 +225,21 @@ struct Shared {
     /// Wakes senders blocked on a full buffer, and flushers, when memory is released.
     progress: Notify,
     permits: Arc<Semaphore>,
+    /// The idempotent producer id (`None` inside: not idempotent, or the cluster could
+    /// not give one).
+    producer_id: tokio::sync::OnceCell<Option<i64>>,
+    next_request: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn wants_idempotence(&self) -> bool {
+        self.config.idempotence && self.config.acks == Acks::All
+    }
+
+    /// The producer id batches are stamped with, once obtained.
+    fn stamping_id(&self) -> Option<i64> {
+        self.producer_id.get().copied().flatten()
+    }
 }
 
 /// Sends records to one region's cluster. Cheap to clone; every clone shares the same
@@ -191,6 +279,8 @@ impl Producer {
             wake: Notify::new(),
             progress: Notify::new(),
             permits,
+            producer_id: tokio::sync::OnceCell::new(),
+            next_request: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(run_sender(shared.clone()));
         Ok(Self {
@@ -241,6 +331,20 @@ impl Producer {
                     waiting: HashMap::new(),
                     queues: HashMap::new(),
                 });
+        }
+        if shared.wants_idempotence() {
+            shared
+                .producer_id
+                .get_or_init(|| async {
+                    match shared.client.init_producer_id().await {
+                        Ok(id) => Some(id),
+                        Err(err) => {
+                            tracing::warn!(%err, "no producer id; sending without idempotence, one request per partition");
+                            None
+                        }
+                    }
+                })
+                .await;
         }
         let mut chosen_partition = partition;
         loop {
@@ -409,85 +513,137 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-/// Starts a request for every partition with queued batches and nothing in flight.
+/// Starts requests for every partition with queued batches, up to its flight limit.
 fn dispatch(shared: &Arc<Shared>, topic: &str, state: &mut TopicState) {
+    let producer_id = shared.stamping_id();
+    let max_per_partition = shared.config.max_in_flight_per_partition;
     for (&partition, queue) in state.queues.iter_mut() {
-        if queue.in_flight || queue.queued.is_empty() {
+        while !queue.queued.is_empty()
+            && queue.flights.len() < queue.flight_limit(producer_id.is_some(), max_per_partition)
+        {
+            let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+                return;
+            };
+            let mut pendings = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = queue.queued.front() {
+                if !pendings.is_empty()
+                    && bytes + next.batch.bytes.len() > shared.config.max_request_bytes
+                {
+                    break;
+                }
+                bytes += next.batch.bytes.len();
+                pendings.push(queue.queued.pop_front().expect("front exists"));
+            }
+            let epoch = producer_id.map(|id| {
+                queue.stamp(id, &mut pendings);
+                queue.epoch
+            });
+            let id = shared
+                .next_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            queue.flights.push_back(id);
+            tokio::spawn(send_and_answer(
+                shared.clone(),
+                topic.to_owned(),
+                partition,
+                pendings,
+                bytes,
+                (id, epoch),
+                permit,
+            ));
+        }
+    }
+}
+
+/// Sends one request, answers its records' futures, and frees its place in flight.
+async fn send_and_answer(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    pendings: Vec<Pending>,
+    bytes: usize,
+    (id, epoch): (u64, Option<i16>),
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // One batch goes as it is; several are concatenated into one request.
+    let records = match pendings.as_slice() {
+        [only] => only.batch.bytes.clone(),
+        _ => {
+            let mut joined = Vec::with_capacity(bytes);
+            for pending in &pendings {
+                joined.extend_from_slice(&pending.batch.bytes);
+            }
+            Bytes::from(joined)
+        }
+    };
+    let config = &shared.config;
+    let started = Instant::now();
+    let result = loop {
+        let result = send_request(
+            &shared.client,
+            &topic,
+            partition,
+            records.clone(),
+            config.acks,
+            config.request_timeout,
+        )
+        .await;
+        // With several requests in flight the leader may take a later one first and
+        // refuse it as out of sequence: wait for the earlier ones, then send it again.
+        // Only the oldest request in flight is refused for good (its predecessor failed).
+        if let Err(err) = &result
+            && epoch.is_some()
+            && err.code() == crate::ErrorCode::OutOfOrderSequenceNumber
+            && started.elapsed() < config.request_timeout
+            && !is_oldest_in_flight(&shared, &topic, partition, id)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         }
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            return;
-        };
-        let mut pendings = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = queue.queued.front() {
-            if !pendings.is_empty()
-                && bytes + next.batch.bytes.len() > shared.config.max_request_bytes
-            {
-                break;
-            }
-            bytes += next.batch.bytes.len();
-            pendings.push(queue.queued.pop_front().expect("front exists"));
-        }
-        queue.in_flight = true;
-        let shared = shared.clone();
-        let topic = topic.to_owned();
-        tokio::spawn(async move {
-            // One batch goes as it is; several are concatenated into one request.
-            let records = match pendings.as_slice() {
-                [only] => only.batch.bytes.clone(),
-                _ => {
-                    let mut joined = Vec::with_capacity(bytes);
-                    for pending in &pendings {
-                        joined.extend_from_slice(&pending.batch.bytes);
+        break result;
+    };
+    let mut next_offset = result.as_ref().map(|base| *base).unwrap_or(-1);
+    let mut batches = Vec::with_capacity(pendings.len());
+    for pending in pendings {
+        for reply in pending.replies {
+            let outcome = match &result {
+                Ok(_) => {
+                    let offset = next_offset;
+                    if next_offset >= 0 {
+                        next_offset += 1;
                     }
-                    Bytes::from(joined)
+                    Ok(Delivery { partition, offset })
                 }
+                Err(err) => Err(clone_error(err)),
             };
-            let config = &shared.config;
-            let result = send_request(
-                &shared.client,
-                &topic,
-                partition,
-                records,
-                config.acks,
-                config.request_timeout,
-            )
-            .await;
-            let mut next_offset = result.as_ref().map(|base| *base).unwrap_or(-1);
-            let mut batches = Vec::with_capacity(pendings.len());
-            for pending in pendings {
-                for reply in pending.replies {
-                    let outcome = match &result {
-                        Ok(_) => {
-                            let offset = next_offset;
-                            if next_offset >= 0 {
-                                next_offset += 1;
-                            }
-                            Ok(Delivery { partition, offset })
-                        }
-                        Err(err) => Err(clone_error(err)),
-                    };
-                    let _ = reply.send(outcome);
-                }
-                batches.push(pending.batch);
-            }
-            drop(permit);
-            {
-                let mut state = shared.state.lock().expect("producer state poisoned");
-                if let Some(t) = state.topics.get_mut(&topic) {
-                    for batch in &batches {
-                        t.accumulator.release(batch);
-                    }
-                    if let Some(queue) = t.queues.get_mut(&partition) {
-                        queue.in_flight = false;
-                    }
-                }
-            }
-            shared.progress.notify_waiters();
-            shared.wake.notify_one();
-        });
+            let _ = reply.send(outcome);
+        }
+        batches.push(pending.batch);
     }
+    drop(permit);
+    {
+        let mut state = shared.state.lock().expect("producer state poisoned");
+        if let Some(t) = state.topics.get_mut(&topic) {
+            for batch in &batches {
+                t.accumulator.release(batch);
+            }
+            if let Some(queue) = t.queues.get_mut(&partition) {
+                queue.finished(id, epoch, result.is_ok());
+            }
+        }
+    }
+    shared.progress.notify_waiters();
+    shared.wake.notify_one();
+}
+
+fn is_oldest_in_flight(shared: &Shared, topic: &str, partition: i32, id: u64) -> bool {
+    let state = shared.state.lock().expect("producer state poisoned");
+    state
+        .topics
+        .get(topic)
+        .and_then(|t| t.queues.get(&partition))
+        .is_none_or(|q| q.flights.front() == Some(&id))
 }
 
 fn clone_error(err: &BrokerError) -> BrokerError {
@@ -546,4 +702,72 @@ async fn send_request(
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::{tests::make_batch, validate_batch};
+
+    fn pending(records: usize) -> Pending {
+        let bytes = make_batch(0, records as i32 - 1, 1_000, b"records");
+        Pending {
+            batch: ReadyBatch {
+                partition: 0,
+                bytes: Bytes::from(bytes),
+                record_count: records,
+                reserved: 100,
+            },
+            replies: Vec::new(),
+        }
+    }
+
+    fn sequences(batches: &[Pending]) -> Vec<(i16, i32)> {
+        batches
+            .iter()
+            .map(|p| {
+                let h = validate_batch(&p.batch.bytes).expect("valid after stamping");
+                (h.producer_epoch, h.base_sequence)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_get_consecutive_sequences_and_one_request_goes_alone_until_proven() {
+        let mut queue = PartitionQueue::default();
+        assert_eq!(queue.flight_limit(true, 5), 1, "unknown to the leader yet");
+        let mut first = vec![pending(3), pending(2)];
+        queue.stamp(42, &mut first);
+        assert_eq!(sequences(&first), vec![(0, 0), (0, 3)]);
+        queue.flights.push_back(1);
+        queue.finished(1, Some(0), true);
+        assert_eq!(queue.flight_limit(true, 5), 5);
+        assert_eq!(queue.flight_limit(false, 5), 1, "never without idempotence");
+        let mut next = vec![pending(1)];
+        queue.stamp(42, &mut next);
+        assert_eq!(sequences(&next), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn a_request_that_fails_for_good_starts_a_new_epoch_at_sequence_zero() {
+        let mut queue = PartitionQueue::default();
+        let mut sent = vec![pending(4)];
+        queue.stamp(42, &mut sent);
+        queue.flights.extend([1, 2]);
+        queue.finished(1, Some(0), true);
+        queue.finished(2, Some(0), false);
+        assert_eq!((queue.epoch, queue.next_sequence), (1, 0));
+        assert_eq!(
+            queue.flight_limit(true, 5),
+            1,
+            "the new epoch proves itself first"
+        );
+        // A straggler of the old epoch finishing later changes nothing.
+        queue.flights.push_back(3);
+        queue.finished(3, Some(0), false);
+        assert_eq!((queue.epoch, queue.next_sequence), (1, 0));
+        let mut again = vec![pending(2)];
+        queue.stamp(42, &mut again);
+        assert_eq!(sequences(&again), vec![(1, 0)]);
+    }
 }

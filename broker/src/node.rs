@@ -35,6 +35,9 @@ use crate::replication::RequiredAcks;
 use crate::replication::fetcher::{FetchTarget, run_fetcher};
 use crate::topic_config::TopicConfig;
 
+/// How long an idempotent batch that overtook an earlier request of its producer waits
+/// for it before it is refused as out of sequence.
+const SEQUENCE_TURN_WAIT: Duration = Duration::from_millis(500);
 /// Longest topic name Kafka allows (so names fit in file names with a partition suffix).
 pub const MAX_TOPIC_NAME: usize = 249;
 
@@ -670,6 +673,11 @@ impl BrokerNode {
         };
         if let RequiredAcks::All { .. } = acks {
             partition.check_min_insync(Instant::now())?;
+        }
+        if mode == AppendMode::AssignOffsets {
+            partition
+                .wait_for_sequence_turn(&batches, SEQUENCE_TURN_WAIT)
+                .await;
         }
         let (outcome, epoch) = partition.append_as_leader(batches, mode).await?;
         if let RequiredAcks::All { timeout } = acks {

@@ -634,6 +634,33 @@ impl Partition {
         *self.log_end.borrow()
     }
 
+    /// Waits, up to `max_wait`, while the first batch of `batches` is ahead of its
+    /// idempotent producer's sequence: with several requests of one producer in flight,
+    /// gRPC may deliver a later one first, and the earlier one is usually a moment behind.
+    /// Waiting here costs nothing; refusing would make the producer send the whole
+    /// request again. The append checks the sequence again either way.
+    pub async fn wait_for_sequence_turn(&self, batches: &[u8], max_wait: Duration) {
+        let Ok(header) = crate::log::batch::BatchHeader::parse(batches) else {
+            return;
+        };
+        let mut log_end = self.watch_log_end();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let ahead = self
+                .log
+                .read()
+                .expect("partition log lock poisoned")
+                .is_ahead_of_sequence(&header);
+            if !ahead {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, log_end.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return,
+            }
+        }
+    }
+
     /// Resolves when the log end offset moves (replica fetches long-poll on it).
     pub fn watch_log_end(&self) -> watch::Receiver<i64> {
         self.log_end.subscribe()

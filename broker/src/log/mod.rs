@@ -374,6 +374,12 @@ impl PartitionLog {
     /// arrives within seconds of its first attempt, so the newest batches are the ones
     /// that matter. A producer whose last batch is older starts afresh (accepted at any
     /// sequence), which is what Kafka does for a producer whose state expired.
+    /// Whether an idempotent batch is ahead of its producer's sequence here (see
+    /// [`producers::ProducerStates::is_ahead`]).
+    pub fn is_ahead_of_sequence(&self, header: &batch::BatchHeader) -> bool {
+        self.producers.is_ahead(header)
+    }
+
     fn recover_producers(&self) -> Result<producers::ProducerStates> {
         let mut states = producers::ProducerStates::default();
         let mut offset = self.active.data.base.max(self.log_start_offset());

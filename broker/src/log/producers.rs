@@ -117,6 +117,27 @@ impl ProducerStates {
         }
     }
 
+    /// Whether `h` is ahead of its producer's sequence in this partition (a later
+    /// pipelined request that overtook an earlier one on the way): the gap may still
+    /// fill. False for non-idempotent batches, unknown producers and other epochs.
+    pub fn is_ahead(&self, h: &BatchHeader) -> bool {
+        if h.producer_id < 0 || h.base_sequence < 0 {
+            return false;
+        }
+        let Some(p) = self.producers.get(&h.producer_id) else {
+            return false;
+        };
+        let Some(last) = p.recent.back() else {
+            return false;
+        };
+        if h.producer_epoch != p.epoch || last.last_sequence == i32::MAX {
+            return false;
+        }
+        let expected = last.last_sequence + 1;
+        // Far ahead is a hole, not a request still on its way.
+        h.base_sequence > expected && h.base_sequence - expected < 1 << 24
+    }
+
     /// [`Self::check`] for the batches of one request in order: a batch that follows an
     /// earlier batch of the same producer in the request is judged against that one, as
     /// if it had been written already (the request is written whole or not at all).
@@ -212,6 +233,16 @@ mod tests {
             s.check(&batch(7, 0, 5, 1, -1)).unwrap(),
             SequenceCheck::Append
         );
+    }
+
+    #[test]
+    fn a_batch_past_a_gap_is_ahead_and_the_next_one_is_not() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(7, 0, 0, 3, 100));
+        assert!(!s.is_ahead(&batch(7, 0, 3, 1, -1)), "the next one");
+        assert!(s.is_ahead(&batch(7, 0, 9, 1, -1)), "overtook 3..8");
+        assert!(!s.is_ahead(&batch(7, 1, 9, 1, -1)), "another epoch");
+        assert!(!s.is_ahead(&batch(8, 0, 9, 1, -1)), "an unknown producer");
     }
 
     #[test]

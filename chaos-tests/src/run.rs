@@ -294,11 +294,12 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
                 .then_some(())
         })
         .await;
-        cluster.recoveries.push(Recovery {
-            what: "mirror caught up after the last fault".into(),
-            took_ms: caught_up.map(|()| since.elapsed().as_millis() as u64),
-            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
-        });
+        cluster.record_recovery(
+            "mirror caught up after the last fault".into(),
+            since,
+            caught_up.is_some(),
+            MIRROR_CATCH_UP_BOUND,
+        );
         let copies = read_topic(remote, target, &remote_topic, Duration::from_secs(60)).await?;
         let pairs: Vec<_> = logs
             .iter()
@@ -453,6 +454,15 @@ where
 }
 
 impl Cluster {
+    /// Records a timed recovery: done (within `bound`) or not, timed from `since`.
+    fn record_recovery(&mut self, what: String, since: Instant, done: bool, bound: Duration) {
+        self.recoveries.push(Recovery {
+            what,
+            took_ms: done.then(|| since.elapsed().as_millis() as u64),
+            bound_ms: bound.as_millis() as u64,
+        });
+    }
+
     fn note(&mut self, kind: &str, target: String) {
         tracing::warn!(fault = kind, %target, "injecting a fault");
         self.faults.push(FaultEvent {
@@ -702,11 +712,12 @@ impl Cluster {
         let started = Instant::now();
         if let Err(err) = rotation::rotate(&self.topology, &self.run_dir) {
             tracing::error!(%err, "could not rotate the certificates");
-            self.recoveries.push(Recovery {
-                what: "certificates rotated".into(),
-                took_ms: None,
-                bound_ms: ROTATION_BOUND.as_millis() as u64,
-            });
+            self.record_recovery(
+                "certificates rotated".into(),
+                started,
+                false,
+                ROTATION_BOUND,
+            );
             return;
         }
         let tls = self.run_dir.join("tls");
@@ -718,11 +729,12 @@ impl Cluster {
                 (Some(&serial) == wanted.as_ref()).then_some(())
             })
             .await;
-            self.recoveries.push(Recovery {
-                what: format!("{name} serves its rotated certificate"),
-                took_ms: served.map(|()| started.elapsed().as_millis() as u64),
-                bound_ms: ROTATION_BOUND.as_millis() as u64,
-            });
+            self.record_recovery(
+                format!("{name} serves its rotated certificate"),
+                started,
+                served.is_some(),
+                ROTATION_BOUND,
+            );
         }
     }
 
@@ -766,11 +778,12 @@ impl Cluster {
                 false
             }
         };
-        self.recoveries.push(Recovery {
-            what: format!("meridian failover of group {GROUP} from r1 to r2"),
-            took_ms: succeeded.then(|| started.elapsed().as_millis() as u64),
-            bound_ms: FAILOVER_BOUND.as_millis() as u64,
-        });
+        self.record_recovery(
+            format!("meridian failover of group {GROUP} from r1 to r2"),
+            started,
+            succeeded,
+            FAILOVER_BOUND,
+        );
         let after = GroupReader::start(remote, "r2", &format!("r1.{TOPIC}"), GROUP);
         let reading = wait_until(FAILOVER_BOUND, || async { after.first_delivery().await }).await;
         self.recoveries.push(Recovery {
@@ -802,11 +815,12 @@ impl Cluster {
                 .then_some(())
         })
         .await;
-        self.recoveries.push(Recovery {
-            what: format!("group {GROUP} read the remote copy to its end in r2"),
-            took_ms: read_all.map(|()| since.elapsed().as_millis() as u64),
-            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
-        });
+        self.record_recovery(
+            format!("group {GROUP} read the remote copy to its end in r2"),
+            since,
+            read_all.is_some(),
+            MIRROR_CATCH_UP_BOUND,
+        );
         let rto_ms = match (after.first_delivery().await, self.failover.started) {
             (Some(first), Some(started)) => first.duration_since(started).as_millis() as u64,
             _ => 0,
@@ -892,11 +906,12 @@ impl Cluster {
                 .then_some(())
         })
         .await;
-        self.recoveries.push(Recovery {
-            what: format!("mirror caught up after {after}"),
-            took_ms: caught_up.map(|()| since.elapsed().as_millis() as u64),
-            bound_ms: MIRROR_CATCH_UP_BOUND.as_millis() as u64,
-        });
+        self.record_recovery(
+            format!("mirror caught up after {after}"),
+            since,
+            caught_up.is_some(),
+            MIRROR_CATCH_UP_BOUND,
+        );
     }
 
     /// Times how long the partitions `dead` led take to get another leader.
@@ -923,11 +938,12 @@ impl Cluster {
                 .then_some(())
         })
         .await;
-        self.recoveries.push(Recovery {
-            what: format!("new leaders for {topic} {partitions:?} after {dead} died"),
-            took_ms: moved.map(|()| since.elapsed().as_millis() as u64),
-            bound_ms: LEADER_BOUND.as_millis() as u64,
-        });
+        self.record_recovery(
+            format!("new leaders for {topic} {partitions:?} after {dead} died"),
+            since,
+            moved.is_some(),
+            LEADER_BOUND,
+        );
     }
 
     /// Times how long broker `name` takes to be back in the ISR of every partition of its
@@ -954,11 +970,12 @@ impl Cluster {
                 .then_some(())
         })
         .await;
-        self.recoveries.push(Recovery {
-            what: format!("{name} back in every ISR"),
-            took_ms: back.map(|()| since.elapsed().as_millis() as u64),
-            bound_ms: REJOIN_BOUND.as_millis() as u64,
-        });
+        self.record_recovery(
+            format!("{name} back in every ISR"),
+            since,
+            back.is_some(),
+            REJOIN_BOUND,
+        );
     }
 
     /// Thaws and restarts everything, then waits for full ISRs.

@@ -25,8 +25,8 @@
 //! epoch and the partition's next sequence number. The leader writes a batch only in
 //! sequence and answers a retry with the offsets of its first write, so up to
 //! `max_in_flight_per_partition` requests per partition can be in flight: a request the
-//! leader takes too early is refused as out of sequence and sent again once the earlier
-//! ones are written. A request that fails for good leaves a hole no later batch can
+//! leader receives before an earlier one waits there for it (up to 500 ms), or is refused
+//! as out of sequence and sent again once the earlier ones are written. A request that fails for good leaves a hole no later batch can
 //! pass, so the partition moves to a new epoch starting at sequence 0. The first request
 //! of an epoch goes alone, because a leader accepts any first sequence from a producer
 //! it does not know.

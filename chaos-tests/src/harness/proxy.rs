@@ -219,8 +219,14 @@ async fn accept_loop(
 ) {
     let mut connections = 0u64;
     loop {
-        let Ok((inbound, peer)) = listener.accept().await else {
-            continue;
+        let (inbound, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors, typically: back off instead of spinning.
+                tracing::warn!(%err, "link proxy: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         connections += 1;
         let Some(destination) = original_destination(&inbound) else {

@@ -139,7 +139,10 @@ impl PartitionQueue {
     /// Stamps `batches` with the producer and the next sequence numbers.
     fn stamp(&mut self, producer_id: i64, batches: &mut [Pending]) {
         for pending in batches {
-            let mut bytes = bytes::BytesMut::from(&pending.batch.bytes[..]);
+            // The encoder's buffer is usually ours alone: stamp it in place, no copy.
+            let mut bytes = std::mem::take(&mut pending.batch.bytes)
+                .try_into_mut()
+                .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
             crate::log::batch::set_producer(
                 &mut bytes,
                 producer_id,

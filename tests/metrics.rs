@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use broker::client::{Client, TopicSpec};
-use chaos_tests::harness::deployment::DeploymentSpec;
+use chaos_tests::harness::deployment::{DeploymentSpec, LOOPBACK_PREFIX};
 use prometheus_parse::{Scrape, Value};
 use support::deployment::{Running, create, produce};
 
@@ -141,6 +141,7 @@ async fn metrics_follow_traffic_mirror_lag_and_a_lost_replica() {
     let spec = DeploymentSpec {
         regions: 2,
         brokers: 3,
+        prefix: LOOPBACK_PREFIX,
         octet: 171,
         mirrors: 1,
         flows: vec![(1, 2)],
@@ -469,6 +470,7 @@ async fn a_broker_leading_1000_partitions_scrapes_under_one_mebibyte() {
     let spec = DeploymentSpec {
         regions: 1,
         brokers: 1,
+        prefix: LOOPBACK_PREFIX,
         octet: 173,
         mirrors: 0,
         flows: Vec::new(),

@@ -16,7 +16,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use broker::client::Client;
-use chaos_tests::harness::deployment::DeploymentSpec;
+use chaos_tests::harness::deployment::{DeploymentSpec, LOOPBACK_PREFIX};
 use chaos_tests::harness::partition::Cut;
 use support::deployment::{Running, assert_exact_copy, create, produce, wait_caught_up};
 
@@ -53,6 +53,7 @@ async fn mirror_is_exact_through_a_30_s_cut_and_leader_kills_on_both_sides() {
     let spec = DeploymentSpec {
         regions: 2,
         brokers: 3,
+        prefix: LOOPBACK_PREFIX,
         octet: OCTET,
         mirrors: 1,
         flows: vec![(1, 2)],

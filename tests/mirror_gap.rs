@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use broker::client::{OffsetSpec, TopicSpec};
-use chaos_tests::harness::deployment::DeploymentSpec;
+use chaos_tests::harness::deployment::{DeploymentSpec, LOOPBACK_PREFIX};
 use support::deployment::{Running, produce, wait_caught_up};
 
 fn scrape(addr: SocketAddr) -> Option<String> {
@@ -34,6 +34,7 @@ async fn a_retention_gap_shows_in_status_and_metrics_and_survives_a_worker_resta
     let spec = DeploymentSpec {
         regions: 2,
         brokers: 1,
+        prefix: LOOPBACK_PREFIX,
         octet: 195,
         mirrors: 1,
         flows: vec![(1, 2)],

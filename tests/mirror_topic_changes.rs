@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use broker::client::{Client, TopicSpec};
-use chaos_tests::harness::deployment::DeploymentSpec;
+use chaos_tests::harness::deployment::{DeploymentSpec, LOOPBACK_PREFIX};
 use support::deployment::{Running, assert_exact_copy, produce, wait_caught_up};
 
 async fn wait_for(what: &str, running: &Running, mut done: impl AsyncFnMut() -> bool) {
@@ -34,6 +34,7 @@ async fn remote_topics_grow_sync_configs_and_follow_deletions() {
     let spec = DeploymentSpec {
         regions: 2,
         brokers: 1,
+        prefix: LOOPBACK_PREFIX,
         octet: 198,
         mirrors: 1,
         flows: vec![(1, 2)],

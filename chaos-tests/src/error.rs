@@ -39,6 +39,12 @@ pub enum ChaosError {
         /// The broker client's error.
         source: broker::BrokerError,
     },
+    /// Regions were asked to run in network namespaces and this machine cannot make them.
+    #[error("cannot put the regions in network namespaces: {why} (run with --network loopback)")]
+    NetworkUnavailable {
+        /// What is missing.
+        why: String,
+    },
     /// The scenario name is not known.
     #[error("unknown scenario {name:?}; known: {known}")]
     UnknownScenario {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chaos_tests::harness::network::NetworkMode;
 use chaos_tests::run::{RunConfig, run};
 use chaos_tests::scenario::{SCENARIOS, Scenario};
 use clap::Parser;
@@ -32,9 +33,23 @@ struct Args {
     /// The meridian binary (default: next to this one, or MERIDIAN_BIN).
     #[arg(long, env = "MERIDIAN_BIN")]
     meridian: Option<PathBuf>,
-    /// First loopback third octet used by the deployment.
+    /// First region's third address octet (also names a namespaced run's namespaces).
     #[arg(long, default_value_t = 151)]
     octet: u8,
+    /// Where the regions live: `namespaces` (one network namespace per region, joined by
+    /// veth links; needs root), `loopback` (127.0.x.y addresses), or `auto` (namespaces
+    /// when this machine can make them).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "namespaces", "loopback"])]
+    network: String,
+}
+
+/// The asked-for network; `auto` picks the best this machine has.
+fn network_mode(text: &str) -> NetworkMode {
+    match text {
+        "loopback" => NetworkMode::Loopback,
+        "namespaces" => NetworkMode::Namespaces,
+        _ => NetworkMode::best_available(),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -71,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         binary,
         out_dir: args.out.clone(),
         octet: args.octet,
+        network: network_mode(&args.network),
         writers: 2,
         rate: 200,
         broken_acks: false,

@@ -47,6 +47,9 @@ pub struct Report {
     pub seed: u64,
     /// The command that replays the run.
     pub replay: String,
+    /// Where the regions lived: `loopback` or `namespaces`.
+    #[serde(default)]
+    pub network: String,
     /// Run length in milliseconds.
     pub duration_ms: u64,
     /// Faults in the order injected.
@@ -86,6 +89,7 @@ impl Report {
         );
         let _ = writeln!(md, "Replay: `{}`\n", self.replay);
         let _ = writeln!(md, "| figure | value |\n|---|---|");
+        let _ = writeln!(md, "| network | {} |", self.network);
         let _ = writeln!(
             md,
             "| duration | {:.1} s |",
@@ -185,6 +189,7 @@ mod tests {
             scenario: "quick".into(),
             seed: 7,
             replay: "cargo run -p chaos-tests -- --scenario quick --seed 7".into(),
+            network: "loopback".into(),
             duration_ms: 60_000,
             faults: vec![FaultEvent {
                 at_ms: 1_500,

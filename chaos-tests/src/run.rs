@@ -14,6 +14,7 @@ use crate::error::ChaosError;
 use crate::harness::deployment::{Deployment, DeploymentSpec};
 use crate::harness::disk::SmallDisk;
 use crate::harness::group_reader::{GroupReader, ReaderLog};
+use crate::harness::network::{ActiveFault, Network, NetworkMode};
 use crate::harness::process::NodeProcess;
 use crate::harness::proxy::LinkProxy;
 use crate::harness::readback::read_topic;
@@ -71,8 +72,11 @@ pub struct RunConfig {
     pub binary: PathBuf,
     /// Where the run keeps its deployment, data, logs and report.
     pub out_dir: PathBuf,
-    /// First loopback third octet (runs in parallel need different ones).
+    /// First region's third address octet (runs in parallel need different ones; also
+    /// names a namespaced run's namespaces).
     pub octet: u8,
+    /// Loopback addresses or a network namespace per region.
+    pub network: NetworkMode,
     /// Concurrent writers.
     pub writers: u32,
     /// Records per second per writer.
@@ -94,9 +98,6 @@ struct Cluster {
     started: Instant,
     faults: Vec<FaultEvent>,
     recoveries: Vec<Recovery>,
-    /// Each region's loopback subnet (`127.0.X.0/24`), in region order: network faults
-    /// cut or thin the links between them.
-    subnets: Vec<String>,
     /// The `meridian` binary and the deployment file, for the CLI steps.
     binary: PathBuf,
     topology: PathBuf,
@@ -110,6 +111,9 @@ struct Cluster {
     /// The proxy on the inter-region link (runs with a latency fault, as root); else why
     /// not.
     link: Result<LinkProxy, String>,
+    /// Where the regions live; network faults cut or thin the links between them. Last,
+    /// so that it is torn down after the processes and the proxy.
+    network: Network,
 }
 
 /// The consumer group of the failover step: reading in r1 until the step, then in r2.
@@ -144,7 +148,12 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     } else {
         DeploymentSpec::brokers_only(1, config.octet)
     };
+    let spec = DeploymentSpec {
+        prefix: config.network.prefix(),
+        ..spec
+    };
     let deployment = Deployment::write(&run_dir, &spec)?;
+    let network = Network::create(config.network, &deployment)?;
     let disks = if scenario.fills_disks() {
         small_disks(&deployment, &run_dir)
     } else {
@@ -154,7 +163,8 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
     // scenario adds latency, so that the mirror's long-lived connections are shaped too.
     let link = if scenario.mirrored && scenario.shapes_the_link() {
         match LinkProxy::available() {
-            Ok(()) => LinkProxy::start(&region_addresses(&deployment), scenario.seed)
+            Ok(()) => network
+                .link_proxy(scenario.seed)
                 .await
                 .map_err(|e| e.to_string()),
             Err(why) => Err(why),
@@ -175,6 +185,9 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         );
         if config.broken_acks {
             node.set_env("MERIDIAN_DEBUG_ACK_BEFORE_HW", "1");
+        }
+        if let Some(ns) = network.namespace_of(&b.region) {
+            node.set_namespace(ns);
         }
         node.start()?;
         ids.insert(b.id, name.clone());
@@ -219,6 +232,9 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
                     &name,
                     "mirror",
                 );
+                if let Some(ns) = network.namespace_of(&m.region) {
+                    node.set_namespace(ns);
+                }
                 node.start()?;
                 nodes.insert(name, node);
             }
@@ -226,16 +242,12 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         }
         _ => None,
     };
-    tracing::info!(scenario = %scenario.name, seed = scenario.seed, "cluster up; workload starts");
-    let mut subnets: Vec<String> = Vec::new();
-    for region in &deployment.regions {
-        if let Some(b) = deployment.brokers.iter().find(|b| &b.region == region)
-            && let std::net::IpAddr::V4(ip) = b.grpc.ip()
-        {
-            let [a, b2, c, _] = ip.octets();
-            subnets.push(format!("{a}.{b2}.{c}.0/24"));
-        }
-    }
+    tracing::info!(
+        scenario = %scenario.name,
+        seed = scenario.seed,
+        network = network.mode().name(),
+        "cluster up; workload starts"
+    );
     let mut cluster = Cluster {
         nodes,
         ids,
@@ -244,7 +256,6 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         started: Instant::now(),
         faults: Vec::new(),
         recoveries: Vec::new(),
-        subnets,
         binary: config.binary.clone(),
         topology: deployment.topology.clone(),
         run_dir: run_dir.clone(),
@@ -256,6 +267,7 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         failover: FailoverStep::default(),
         disks,
         link,
+        network,
     };
     let workload = Workload::start(client.clone(), &region, TOPIC, config.writers, config.rate);
     if scenario.faults.iter().any(|f| f.fault == Fault::Failover) {
@@ -337,11 +349,13 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         replay: format!(
-            "cargo run -p chaos-tests -- --scenario {} --seed {} --duration {}s",
+            "cargo run -p chaos-tests -- --scenario {} --seed {} --duration {}s --network {}",
             scenario.name,
             scenario.seed,
-            scenario.duration.as_secs()
+            scenario.duration.as_secs(),
+            cluster.network.mode().name()
         ),
+        network: cluster.network.mode().name().into(),
         duration_ms: cluster.started.elapsed().as_millis() as u64,
         faults: cluster.faults.clone(),
         produced: log.produced.load(Ordering::Relaxed),
@@ -360,25 +374,6 @@ pub async fn run(scenario: &Scenario, config: &RunConfig) -> Result<Report, Chao
         .write(&config.out_dir)
         .map_err(crate::error::io("write the report"))?;
     Ok(report)
-}
-
-/// One address per region (its first broker's), in region order: the link proxy
-/// derives each region's subnet from it.
-fn region_addresses(deployment: &Deployment) -> Vec<std::net::Ipv4Addr> {
-    deployment
-        .regions
-        .iter()
-        .filter_map(|region| {
-            deployment
-                .brokers
-                .iter()
-                .find(|b| &b.region == region)
-                .and_then(|b| match b.grpc.ip() {
-                    std::net::IpAddr::V4(ip) => Some(ip),
-                    std::net::IpAddr::V6(_) => None,
-                })
-        })
-        .collect()
 }
 
 /// Mounts a small filesystem as every r1 broker's data directory, or says why not.
@@ -607,14 +602,12 @@ impl Cluster {
                 self.time_rejoin(&leader, Instant::now()).await;
             }
             Fault::RegionCut { lasting } => {
-                self.network_fault(fault.kind(), lasting, true, |a, b| {
-                    crate::harness::partition::Cut::between(&[a], &[b])
-                })
-                .await;
+                self.network_fault(fault.kind(), lasting, true, |network| network.cut_regions())
+                    .await;
             }
             Fault::RegionLoss { percent, lasting } => {
-                self.network_fault(fault.kind(), lasting, true, |a, b| {
-                    crate::harness::partition::Cut::lossy(&[a], &[b], percent, None)
+                self.network_fault(fault.kind(), lasting, true, |network| {
+                    Ok((network.lossy_regions(percent)?, network.describe_link()))
                 })
                 .await;
             }
@@ -635,7 +628,7 @@ impl Cluster {
                     fault.kind(),
                     format!(
                         "{}: +{} ms, jitter up to {} ms, each way",
-                        self.subnets.join(" <-> "),
+                        self.network.describe_link(),
                         delay.as_millis(),
                         jitter.as_millis()
                     ),
@@ -651,8 +644,8 @@ impl Cluster {
                 self.time_mirror_catch_up("the added latency").await;
             }
             Fault::GossipLoss { percent, lasting } => {
-                self.network_fault(fault.kind(), lasting, false, |a, _| {
-                    crate::harness::partition::Cut::lossy(&[a], &[a], percent, Some("udp"))
+                self.network_fault(fault.kind(), lasting, false, |network| {
+                    Ok((network.lossy_gossip(percent)?, network.describe_gossip()))
                 })
                 .await;
             }
@@ -852,33 +845,33 @@ impl Cluster {
         kind: &str,
         lasting: Duration,
         between_regions: bool,
-        apply: impl FnOnce(&str, &str) -> Result<crate::harness::partition::Cut, ChaosError>,
+        apply: impl FnOnce(&Network) -> Result<(ActiveFault, String), ChaosError>,
     ) {
-        let (Some(a), b) = (self.subnets.first().cloned(), self.subnets.get(1).cloned()) else {
-            return;
-        };
-        if between_regions && b.is_none() {
+        if between_regions && self.network.regions() < 2 {
             return;
         }
-        let b = b.unwrap_or_else(|| a.clone());
         if let Err(why) = crate::harness::partition::Cut::available() {
             self.note(kind, format!("SKIPPED: {why}"));
             return;
         }
-        let target = if between_regions {
-            format!("{a} <-> {b}")
-        } else {
-            format!("{a} (udp)")
-        };
-        self.note(kind, target);
-        match apply(&a, &b) {
-            Ok(cut) => {
+        match apply(&self.network) {
+            Ok((fault, target)) => {
+                self.note(kind, target);
                 tokio::time::sleep(lasting).await;
-                if let Err(err) = cut.heal() {
-                    tracing::error!(%err, "could not heal the network fault");
+                match fault.heal() {
+                    Ok(Some(met)) => {
+                        if let Some(event) = self.faults.last_mut() {
+                            event.target.push_str(&format!("; {met}"));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::error!(%err, "could not heal the network fault"),
                 }
             }
-            Err(err) => tracing::error!(%err, "could not apply the network fault"),
+            Err(err) => {
+                tracing::error!(%err, "could not apply the network fault");
+                self.note(kind, format!("FAILED to apply: {err}"));
+            }
         }
         if between_regions {
             self.time_mirror_catch_up(kind).await;

@@ -1,5 +1,6 @@
 //! Writes the deployment file of a chaos run: `regions` regions of `brokers` brokers on
-//! 127.0.<octet + region>.<broker>, fixed ports per role (each node has its own address),
+//! 127.0.<octet + region>.<broker> (198.18.… when regions live in network namespaces),
+//! fixed ports per role (each node has its own address),
 //! short session timeouts so failovers fit in a quick run.
 
 use std::fmt::Write as _;
@@ -8,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ChaosError, io};
 
+/// The first two octets of every node address in a loopback run.
+pub const LOOPBACK_PREFIX: [u8; 2] = [127, 0];
+
 /// The shape of the deployment a run starts.
 #[derive(Debug, Clone)]
 pub struct DeploymentSpec {
@@ -15,7 +19,10 @@ pub struct DeploymentSpec {
     pub regions: u8,
     /// Brokers per region.
     pub brokers: u8,
-    /// First loopback third octet; region i uses `octet + i`.
+    /// The first two octets of every address: 127.0 (loopback) or 198.18 (regions in
+    /// network namespaces, [`super::netns::NAMESPACED_PREFIX`]).
+    pub prefix: [u8; 2],
+    /// First third octet; region i uses `octet + i`.
     pub octet: u8,
     /// Mirror workers per region (named m1, m2, ... on 127.0.<octet>.11, .12, ...).
     pub mirrors: u8,
@@ -29,6 +36,7 @@ impl DeploymentSpec {
         Self {
             regions,
             brokers: 3,
+            prefix: LOOPBACK_PREFIX,
             octet,
             mirrors: 0,
             flows: Vec::new(),
@@ -40,6 +48,7 @@ impl DeploymentSpec {
         Self {
             regions: 2,
             brokers: 3,
+            prefix: LOOPBACK_PREFIX,
             octet,
             mirrors,
             flows: vec![(1, 2), (2, 1)],
@@ -84,6 +93,10 @@ pub struct Deployment {
     pub brokers: Vec<BrokerAddr>,
     /// Every mirror worker.
     pub mirrors: Vec<MirrorAddr>,
+    /// The first two octets of every address (see [`DeploymentSpec::prefix`]).
+    pub prefix: [u8; 2],
+    /// The first region's third octet.
+    pub octet: u8,
 }
 
 impl Deployment {
@@ -91,7 +104,7 @@ impl Deployment {
     pub fn write(dir: &Path, spec: &DeploymentSpec) -> Result<Self, ChaosError> {
         std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         let mut text = String::from(
-            r#"# Written by chaos-tests: every node on its own 127.0.x.y address.
+            r#"# Written by chaos-tests: every node on its own address.
 [deployment]
 name = "chaos"
 
@@ -136,7 +149,7 @@ replica_lag_max = "10s"
                 quorum.join(", ")
             );
             for b in 1..=spec.brokers {
-                let ip = Ipv4Addr::new(127, 0, octet, b);
+                let ip = Ipv4Addr::new(spec.prefix[0], spec.prefix[1], octet, b);
                 let id = u64::from(r) * 100 + u64::from(b);
                 let grpc = SocketAddr::from((ip, 9090));
                 let _ = write!(
@@ -153,7 +166,7 @@ replica_lag_max = "10s"
                 });
             }
             for m in 1..=spec.mirrors {
-                let ip = Ipv4Addr::new(127, 0, octet, 10 + m);
+                let ip = Ipv4Addr::new(spec.prefix[0], spec.prefix[1], octet, 10 + m);
                 let _ = write!(
                     text,
                     "\n[[regions.mirrors]]\nname = \"m{m}\"\ngossip = \"{ip}:7946\"\nmetrics = \"{ip}:9100\"\n"
@@ -182,7 +195,39 @@ replica_lag_max = "10s"
             regions,
             brokers,
             mirrors,
+            prefix: spec.prefix,
+            octet: spec.octet,
         })
+    }
+
+    /// Each region's name, subnet (host part 0) and the addresses its nodes listen on,
+    /// in region order.
+    pub fn region_hosts(&self) -> Vec<(String, Ipv4Addr, Vec<Ipv4Addr>)> {
+        self.regions
+            .iter()
+            .enumerate()
+            .map(|(i, region)| {
+                let [a, b] = self.prefix;
+                let subnet = Ipv4Addr::new(a, b, self.octet + i as u8, 0);
+                let listening = self
+                    .brokers
+                    .iter()
+                    .filter(|n| &n.region == region)
+                    .map(|n| n.grpc.ip())
+                    .chain(
+                        self.mirrors
+                            .iter()
+                            .filter(|n| &n.region == region)
+                            .map(|n| n.metrics.ip()),
+                    )
+                    .filter_map(|ip| match ip {
+                        std::net::IpAddr::V4(v4) => Some(v4),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                (region.clone(), subnet, listening)
+            })
+            .collect()
     }
 
     /// `--bootstrap` for a region: every broker's gRPC address.

@@ -8,7 +8,8 @@
 //!
 //! Needs root and `iptables` (Debian package iptables); [`Cut::available`] says whether
 //! this machine can. Dropping the value heals the link, so a failing test never leaves a
-//! cut behind. (This kernel has no `sch_netem`, so added delay is not available here.)
+//! cut behind. When regions live in network namespaces ([`super::netns`]) the same
+//! rules are installed inside a namespace ([`Cut::in_namespaces`]).
 
 use std::process::Command;
 
@@ -17,26 +18,66 @@ use crate::error::ChaosError;
 /// An active cut between two address groups, both directions.
 #[derive(Debug)]
 pub struct Cut {
-    /// The match part of each rule (everything between `OUTPUT` and `-j DROP`).
-    rules: Vec<Vec<String>>,
+    /// Each rule's network namespace (`None`: this one) and match part (everything
+    /// between `OUTPUT` and `-j DROP`).
+    rules: Vec<(Option<String>, Vec<String>)>,
 }
 
-pub(crate) fn iptables(args: &[&str]) -> Result<(), ChaosError> {
-    let out = Command::new("iptables")
+/// Runs a system tool and says what failed with its own words when it does.
+pub(crate) fn run_tool(program: &str, args: &[&str]) -> Result<String, ChaosError> {
+    let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|e| ChaosError::Io {
-            what: format!("run iptables {}", args.join(" ")),
+            what: format!("run {program} {}", args.join(" ")),
             source: e,
         })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(ChaosError::Io {
-            what: format!("iptables {}", args.join(" ")),
+            what: format!("{program} {}", args.join(" ")),
             source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         })
     }
+}
+
+pub(crate) fn iptables(args: &[&str]) -> Result<(), ChaosError> {
+    iptables_in(None, args)
+}
+
+/// `iptables` in network namespace `netns` (`None`: the harness's own).
+pub(crate) fn iptables_in(netns: Option<&str>, args: &[&str]) -> Result<(), ChaosError> {
+    match netns {
+        None => run_tool("iptables", args).map(drop),
+        Some(ns) => {
+            let mut all = vec!["netns", "exec", ns, "iptables"];
+            all.extend_from_slice(args);
+            run_tool("ip", &all).map(drop)
+        }
+    }
+}
+
+/// The match that drops `percent`% of the packets (of `protocol` only, when given).
+pub(crate) fn loss_match(percent: u8, protocol: Option<&str>) -> Vec<String> {
+    let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(p) = protocol {
+        extra.extend(["-p".to_string(), p.to_string()]);
+    }
+    extra.extend(
+        [
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &probability,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    extra
 }
 
 impl Cut {
@@ -71,24 +112,21 @@ impl Cut {
         percent: u8,
         protocol: Option<&str>,
     ) -> Result<Cut, ChaosError> {
-        let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
-        let mut extra: Vec<String> = Vec::new();
-        if let Some(p) = protocol {
-            extra.extend(["-p".to_string(), p.to_string()]);
+        Self::install(a, b, &loss_match(percent, protocol))
+    }
+
+    /// Installs `-j DROP` rules on the OUTPUT chain of network namespaces, each given as
+    /// (namespace, match), until healed: a namespace's OUTPUT sees what its own nodes send.
+    pub fn in_namespaces(rules: Vec<(String, Vec<String>)>) -> Result<Cut, ChaosError> {
+        let mut cut = Cut { rules: Vec::new() };
+        for (ns, rule) in rules {
+            let mut args = vec!["-I", "OUTPUT"];
+            args.extend(rule.iter().map(String::as_str));
+            args.extend(["-j", "DROP"]);
+            iptables_in(Some(&ns), &args)?;
+            cut.rules.push((Some(ns), rule));
         }
-        extra.extend(
-            [
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &probability,
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        Self::install(a, b, &extra)
+        Ok(cut)
     }
 
     fn install(a: &[&str], b: &[&str], extra: &[String]) -> Result<Cut, ChaosError> {
@@ -107,7 +145,7 @@ impl Cut {
                     args.extend(rule.iter().map(String::as_str));
                     args.extend(["-j", "DROP"]);
                     iptables(&args)?;
-                    cut.rules.push(rule);
+                    cut.rules.push((None, rule));
                 }
             }
         }
@@ -121,11 +159,11 @@ impl Cut {
 
     fn remove(&mut self) -> Result<(), ChaosError> {
         let mut first_error = None;
-        for rule in std::mem::take(&mut self.rules) {
+        for (ns, rule) in std::mem::take(&mut self.rules) {
             let mut args = vec!["-D", "OUTPUT"];
             args.extend(rule.iter().map(String::as_str));
             args.extend(["-j", "DROP"]);
-            if let Err(err) = iptables(&args) {
+            if let Err(err) = iptables_in(ns.as_deref(), &args) {
                 first_error.get_or_insert(err);
             }
         }

@@ -21,6 +21,8 @@ pub struct NodeProcess {
     topology: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// The network namespace the node runs in (its region's), if any.
+    netns: Option<String>,
     child: Option<Child>,
     stopped: bool,
 }
@@ -43,6 +45,7 @@ impl NodeProcess {
                 .join("logs")
                 .join(format!("{}.log", node.replace('/', "-"))),
             env: Vec::new(),
+            netns: None,
             child: None,
             stopped: false,
         }
@@ -51,6 +54,12 @@ impl NodeProcess {
     /// Sets an environment variable for every later start (debug switches).
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Runs the node in network namespace `netns` from its next start (`ip netns exec`,
+    /// which execs in place: the pid the harness signals is the node's own).
+    pub fn set_namespace(&mut self, netns: &str) {
+        self.netns = Some(netns.to_string());
     }
 
     /// Starts the process (again).
@@ -67,7 +76,15 @@ impl NodeProcess {
             .open(&self.log)
             .map_err(io(format!("open {}", self.log.display())))?;
         let err = log.try_clone().map_err(io("clone a log handle"))?;
-        let child = Command::new(&self.binary)
+        let mut command = match &self.netns {
+            None => Command::new(&self.binary),
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.binary);
+                command
+            }
+        };
+        let child = command
             .arg(self.role)
             .arg("--topology")
             .arg(&self.topology)

@@ -17,6 +17,10 @@
 //! ahead of it (a TCP stream keeps its order; jitter shows as bursts). Without a fault the
 //! delay is zero and the proxy only copies. Needs root and iptables' nat table; dropping
 //! the value removes the rules.
+//!
+//! When regions live in network namespaces ([`super::netns`]), each proxy listens and
+//! connects inside its region's namespace and a `PREROUTING` rule there redirects the TCP
+//! connections that arrive over an inter-region link: the same shape, one namespace in.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -30,7 +34,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::partition::iptables;
+use super::netns::{RegionNetwork, in_namespace};
+use super::partition::iptables_in;
 use crate::error::ChaosError;
 use crate::rng::SeededRng;
 
@@ -85,7 +90,32 @@ pub struct LinkProxy {
     /// Change this to shape the link.
     pub shaping: Arc<LinkShaping>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    rules: Vec<Vec<String>>,
+    rules: Vec<NatRule>,
+}
+
+/// A redirect rule the proxy installed, and where.
+#[derive(Debug)]
+struct NatRule {
+    /// Network namespace (`None`: the harness's).
+    netns: Option<String>,
+    /// `OUTPUT` (connections from loopback nodes) or `PREROUTING` (arriving over a link).
+    chain: &'static str,
+    /// Everything after the chain name.
+    rule: Vec<String>,
+}
+
+/// Where one region's proxy runs and which connections are sent to it.
+struct Placement {
+    /// The region's subnet (host part 0); the proxy takes its `.250`.
+    subnet: Ipv4Addr,
+    netns: Option<String>,
+    chain: &'static str,
+    /// The match part of each redirect rule (before `-j DNAT`).
+    matches: Vec<Vec<String>>,
+}
+
+fn owned(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
 }
 
 impl LinkProxy {
@@ -93,7 +123,7 @@ impl LinkProxy {
     /// nat table), and if not, why.
     pub fn available() -> Result<(), String> {
         super::partition::Cut::available()?;
-        iptables(&["-t", "nat", "-L", "OUTPUT", "-n"])
+        iptables_in(None, &["-t", "nat", "-L", "OUTPUT", "-n"])
             .map_err(|e| format!("iptables has no usable nat table here: {e}"))
     }
 
@@ -101,54 +131,98 @@ impl LinkProxy {
     /// order) and routes every TCP connection from another region through it.
     pub async fn start(subnets: &[Ipv4Addr], seed: u64) -> Result<Self, ChaosError> {
         remove_leftover_rules(subnets);
+        let placements = subnets
+            .iter()
+            .enumerate()
+            .map(|(i, subnet)| Placement {
+                subnet: *subnet,
+                netns: None,
+                chain: "OUTPUT",
+                matches: subnets
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, other)| {
+                        owned(&["-p", "tcp", "-s", &slash24(*other), "-d", &slash24(*subnet)])
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self::start_at(placements, seed).await
+    }
+
+    /// Starts a proxy inside each region's namespace for the TCP connections that arrive
+    /// over its links from other regions (interfaces `x…`).
+    pub async fn start_in_namespaces(
+        network: &RegionNetwork,
+        seed: u64,
+    ) -> Result<Self, ChaosError> {
+        let placements = network
+            .regions()
+            .iter()
+            .map(|region| Placement {
+                subnet: region.subnet,
+                netns: Some(region.namespace.clone()),
+                chain: "PREROUTING",
+                matches: vec![owned(&[
+                    "-p",
+                    "tcp",
+                    "-i",
+                    "x+",
+                    "-d",
+                    &slash24(region.subnet),
+                ])],
+            })
+            .collect();
+        Self::start_at(placements, seed).await
+    }
+
+    async fn start_at(placements: Vec<Placement>, seed: u64) -> Result<Self, ChaosError> {
         let shaping = Arc::new(LinkShaping::default());
         let mut proxy = LinkProxy {
             shaping: shaping.clone(),
             tasks: Vec::new(),
             rules: Vec::new(),
         };
-        for (i, subnet) in subnets.iter().enumerate() {
-            let [a, b, c, _] = subnet.octets();
+        for (i, place) in placements.into_iter().enumerate() {
+            let [a, b, c, _] = place.subnet.octets();
             let ip = Ipv4Addr::new(a, b, c, PROXY_HOST);
-            let listener = TcpListener::bind((ip, 0))
-                .await
-                .map_err(|e| ChaosError::Io {
-                    what: format!("listen on {ip} for the link proxy"),
-                    source: e,
-                })?;
+            let listen = |e| ChaosError::Io {
+                what: format!("listen on {ip} for the link proxy"),
+                source: e,
+            };
+            let listener = in_namespace(place.netns.as_deref(), || {
+                let listener = std::net::TcpListener::bind((ip, 0))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })
+            .and_then(TcpListener::from_std)
+            .map_err(listen)?;
             let listening = listener.local_addr().map_err(|e| ChaosError::Io {
                 what: "read the link proxy's port".into(),
                 source: e,
             })?;
-            let into = format!("{a}.{b}.{c}.0/24");
-            for (j, other) in subnets.iter().enumerate() {
-                if i == j {
-                    continue;
-                }
-                let [x, y, z, _] = other.octets();
-                let rule: Vec<String> = [
-                    "-p",
-                    "tcp",
-                    "-s",
-                    &format!("{x}.{y}.{z}.0/24"),
-                    "-d",
-                    &into,
+            for matched in place.matches {
+                let mut rule = matched;
+                rule.extend(owned(&[
                     "-j",
                     "DNAT",
                     "--to-destination",
                     &listening.to_string(),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut args = vec!["-t", "nat", "-I", "OUTPUT"];
+                ]));
+                let mut args = vec!["-t", "nat", "-I", place.chain];
                 args.extend(rule.iter().map(String::as_str));
-                iptables(&args)?;
-                proxy.rules.push(rule);
+                iptables_in(place.netns.as_deref(), &args)?;
+                proxy.rules.push(NatRule {
+                    netns: place.netns.clone(),
+                    chain: place.chain,
+                    rule,
+                });
             }
             proxy.tasks.push(tokio::spawn(accept_loop(
                 listener,
                 ip,
+                place.netns,
                 shaping.clone(),
                 seed ^ (i as u64 + 1),
             )));
@@ -157,10 +231,10 @@ impl LinkProxy {
     }
 
     fn remove_rules(&mut self) {
-        for rule in std::mem::take(&mut self.rules) {
-            let mut args = vec!["-t", "nat", "-D", "OUTPUT"];
+        for NatRule { netns, chain, rule } in std::mem::take(&mut self.rules) {
+            let mut args = vec!["-t", "nat", "-D", chain];
             args.extend(rule.iter().map(String::as_str));
-            if let Err(err) = iptables(&args) {
+            if let Err(err) = iptables_in(netns.as_deref(), &args) {
                 tracing::error!(%err, "could not remove a link proxy rule");
             }
         }
@@ -197,9 +271,14 @@ fn remove_leftover_rules(subnets: &[Ipv4Addr]) {
         if ours {
             let mut args = vec!["-t", "nat", "-D", "OUTPUT"];
             args.extend(rule.split_whitespace());
-            let _ = iptables(&args);
+            let _ = iptables_in(None, &args);
         }
     }
+}
+
+fn slash24(subnet: Ipv4Addr) -> String {
+    let [a, b, c, _] = subnet.octets();
+    format!("{a}.{b}.{c}.0/24")
 }
 
 /// Where a redirected connection was going (the nat rule's original destination).
@@ -214,6 +293,7 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
 async fn accept_loop(
     listener: TcpListener,
     own_ip: Ipv4Addr,
+    netns: Option<String>,
     shaping: Arc<LinkShaping>,
     seed: u64,
 ) {
@@ -235,9 +315,10 @@ async fn accept_loop(
         };
         let shaping = shaping.clone();
         let seed = seed ^ connections.rotate_left(17);
+        let netns = netns.clone();
         tokio::spawn(async move {
             let outbound = async {
-                let socket = TcpSocket::new_v4()?;
+                let socket = in_namespace(netns.as_deref(), TcpSocket::new_v4)?;
                 socket.bind(SocketAddr::from((own_ip, 0)))?;
                 socket.connect(destination).await
             };

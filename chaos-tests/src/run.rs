@@ -607,7 +607,7 @@ impl Cluster {
             }
             Fault::RegionLoss { percent, lasting } => {
                 self.network_fault(fault.kind(), lasting, true, |network| {
-                    Ok((network.lossy_regions(percent)?, network.describe_link()))
+                    network.lossy_regions(percent)
                 })
                 .await;
             }
@@ -645,7 +645,7 @@ impl Cluster {
             }
             Fault::GossipLoss { percent, lasting } => {
                 self.network_fault(fault.kind(), lasting, false, |network| {
-                    Ok((network.lossy_gossip(percent)?, network.describe_gossip()))
+                    network.lossy_gossip(percent)
                 })
                 .await;
             }
@@ -859,12 +859,11 @@ impl Cluster {
                 self.note(kind, target);
                 tokio::time::sleep(lasting).await;
                 match fault.heal() {
-                    Ok(Some(met)) => {
+                    Ok(met) => {
                         if let Some(event) = self.faults.last_mut() {
                             event.target.push_str(&format!("; {met}"));
                         }
                     }
-                    Ok(None) => {}
                     Err(err) => tracing::error!(%err, "could not heal the network fault"),
                 }
             }

@@ -24,7 +24,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use super::partition::{Cut, loss_match, run_tool};
+use super::partition::{Cut, loss_match, run_tool, slash24};
 use crate::error::ChaosError;
 
 /// The first two octets of every node address in a namespaced run.
@@ -102,10 +102,6 @@ pub fn link_interface(to: usize) -> String {
 
 fn ip(args: &[&str]) -> Result<(), ChaosError> {
     run_tool("ip", args).map(drop)
-}
-
-fn slash24(subnet: Ipv4Addr) -> String {
-    format!("{subnet}/24")
 }
 
 fn host(subnet: Ipv4Addr, host: u8) -> Ipv4Addr {
@@ -444,6 +440,7 @@ mod tests {
         let cut = network.lossy_link(0, 1, 100).unwrap();
         let lost = connect_from(&network, 0, in_r2).unwrap_err();
         assert_eq!(lost.kind(), std::io::ErrorKind::TimedOut, "{lost}");
+        assert!(cut.dropped() > 0, "the SYNs show in the rules' counters");
         cut.heal().unwrap();
         connect_from(&network, 0, in_r2).expect("r1 reaches r2 once healed");
     }

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use super::deployment::{Deployment, LOOPBACK_PREFIX};
 use super::netns::{LinkDown, NAMESPACED_PREFIX, RegionNetwork};
-use super::partition::Cut;
+use super::partition::{Cut, slash24};
 use super::proxy::LinkProxy;
 use crate::error::ChaosError;
 
@@ -53,10 +53,10 @@ impl NetworkMode {
 /// The network a run's regions live on.
 #[derive(Debug)]
 pub enum Network {
-    /// Regions are `/24`s of 127.0.0.0/8 (as `a.b.c.0/24`, in region order).
+    /// Regions are `/24`s of 127.0.0.0/8.
     Loopback {
-        /// Each region's subnet.
-        subnets: Vec<String>,
+        /// Each region's subnet (host part 0), in region order.
+        subnets: Vec<Ipv4Addr>,
     },
     /// Regions are network namespaces.
     Namespaces(RegionNetwork),
@@ -72,15 +72,18 @@ pub enum ActiveFault {
 }
 
 impl ActiveFault {
-    /// Ends the fault and says what it met, when the means can tell (packets the far end
-    /// of a downed link could not send).
-    pub fn heal(self) -> Result<Option<String>, ChaosError> {
+    /// Ends the fault and says what it met: the packets it dropped (for a downed link, the
+    /// ones its far end could not send).
+    pub fn heal(self) -> Result<String, ChaosError> {
         match self {
-            Self::Rules(cut) => cut.heal().map(|()| None),
+            Self::Rules(cut) => {
+                let dropped = cut.dropped();
+                cut.heal().map(|()| format!("{dropped} packets dropped"))
+            }
             Self::LinkDown(down) => {
                 let dropped = down.dropped();
                 down.heal()
-                    .map(|()| Some(format!("{dropped} packets dropped at the far end")))
+                    .map(|()| format!("{dropped} packets dropped at the far end"))
             }
         }
     }
@@ -93,10 +96,7 @@ impl Network {
         let regions = deployment.region_hosts();
         match mode {
             NetworkMode::Loopback => Ok(Self::Loopback {
-                subnets: regions
-                    .iter()
-                    .map(|(_, subnet, _)| format!("{subnet}/24"))
-                    .collect(),
+                subnets: regions.iter().map(|(_, subnet, _)| *subnet).collect(),
             }),
             NetworkMode::Namespaces => {
                 RegionNetwork::available().map_err(|why| ChaosError::NetworkUnavailable { why })?;
@@ -143,7 +143,9 @@ impl Network {
     /// The link between the first two regions, for the report.
     pub fn describe_link(&self) -> String {
         match self {
-            Self::Loopback { subnets } => subnets.join(" <-> "),
+            Self::Loopback { subnets } => {
+                format!("{} <-> {}", slash24(subnets[0]), slash24(subnets[1]))
+            }
             Self::Namespaces(network) => {
                 let names: Vec<&str> = network
                     .regions()
@@ -156,18 +158,22 @@ impl Network {
     }
 
     /// The gossip traffic of the first region, for the report.
-    pub fn describe_gossip(&self) -> String {
+    fn describe_gossip(&self) -> String {
         match self {
-            Self::Loopback { subnets } => format!("{} (udp)", subnets[0]),
+            Self::Loopback { subnets } => format!("{} (udp)", slash24(subnets[0])),
             Self::Namespaces(network) => format!("{} (udp)", network.regions()[0].namespace),
         }
     }
 
-    /// Cuts the first two regions apart.
+    /// Cuts the first two regions apart; also says what was cut, for the report (as the
+    /// other faults do).
     pub fn cut_regions(&self) -> Result<(ActiveFault, String), ChaosError> {
         match self {
             Self::Loopback { subnets } => Ok((
-                ActiveFault::Rules(Cut::between(&[&subnets[0]], &[&subnets[1]])?),
+                ActiveFault::Rules(Cut::between(
+                    &[&slash24(subnets[0])],
+                    &[&slash24(subnets[1])],
+                )?),
                 self.describe_link(),
             )),
             Self::Namespaces(network) => {
@@ -179,35 +185,35 @@ impl Network {
     }
 
     /// Drops `percent`% of the packets between the first two regions.
-    pub fn lossy_regions(&self, percent: u8) -> Result<ActiveFault, ChaosError> {
-        Ok(ActiveFault::Rules(match self {
-            Self::Loopback { subnets } => {
-                Cut::lossy(&[&subnets[0]], &[&subnets[1]], percent, None)?
-            }
+    pub fn lossy_regions(&self, percent: u8) -> Result<(ActiveFault, String), ChaosError> {
+        let cut = match self {
+            Self::Loopback { subnets } => Cut::lossy(
+                &[&slash24(subnets[0])],
+                &[&slash24(subnets[1])],
+                percent,
+                None,
+            )?,
             Self::Namespaces(network) => network.lossy_link(0, 1, percent)?,
-        }))
+        };
+        Ok((ActiveFault::Rules(cut), self.describe_link()))
     }
 
     /// Drops `percent`% of the gossip (UDP) between the first region's nodes.
-    pub fn lossy_gossip(&self, percent: u8) -> Result<ActiveFault, ChaosError> {
-        Ok(ActiveFault::Rules(match self {
+    pub fn lossy_gossip(&self, percent: u8) -> Result<(ActiveFault, String), ChaosError> {
+        let cut = match self {
             Self::Loopback { subnets } => {
-                Cut::lossy(&[&subnets[0]], &[&subnets[0]], percent, Some("udp"))?
+                let own = slash24(subnets[0]);
+                Cut::lossy(&[&own], &[&own], percent, Some("udp"))?
             }
             Self::Namespaces(network) => network.lossy_within(0, percent, "udp")?,
-        }))
+        };
+        Ok((ActiveFault::Rules(cut), self.describe_gossip()))
     }
 
     /// Starts the link proxy that carries every inter-region TCP connection.
     pub async fn link_proxy(&self, seed: u64) -> Result<LinkProxy, ChaosError> {
         match self {
-            Self::Loopback { subnets } => {
-                let parsed: Vec<Ipv4Addr> = subnets
-                    .iter()
-                    .filter_map(|s| s.trim_end_matches("/24").parse().ok())
-                    .collect();
-                LinkProxy::start(&parsed, seed).await
-            }
+            Self::Loopback { subnets } => LinkProxy::start(subnets, seed).await,
             Self::Namespaces(network) => LinkProxy::start_in_namespaces(network, seed).await,
         }
     }

@@ -18,10 +18,16 @@ use crate::error::ChaosError;
 /// An active cut between two address groups, both directions.
 #[derive(Debug)]
 pub struct Cut {
+    /// The comment on every rule of this cut: finds their counters among other runs' rules
+    /// (tests in parallel share the harness's OUTPUT chain).
+    tag: String,
     /// Each rule's network namespace (`None`: this one) and match part (everything
-    /// between `OUTPUT` and `-j DROP`).
+    /// between `OUTPUT` and `-j DROP`, the comment included).
     rules: Vec<(Option<String>, Vec<String>)>,
 }
+
+/// Numbers the cuts of this process, for their tags.
+static CUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs a system tool and says what failed with its own words when it does.
 pub(crate) fn run_tool(program: &str, args: &[&str]) -> Result<String, ChaosError> {
@@ -42,20 +48,23 @@ pub(crate) fn run_tool(program: &str, args: &[&str]) -> Result<String, ChaosErro
     }
 }
 
-pub(crate) fn iptables(args: &[&str]) -> Result<(), ChaosError> {
-    iptables_in(None, args)
-}
-
-/// `iptables` in network namespace `netns` (`None`: the harness's own).
-pub(crate) fn iptables_in(netns: Option<&str>, args: &[&str]) -> Result<(), ChaosError> {
+/// `iptables` in network namespace `netns` (`None`: the harness's own); its output.
+pub(crate) fn iptables_in(netns: Option<&str>, args: &[&str]) -> Result<String, ChaosError> {
     match netns {
-        None => run_tool("iptables", args).map(drop),
+        None => run_tool("iptables", args),
         Some(ns) => {
             let mut all = vec!["netns", "exec", ns, "iptables"];
             all.extend_from_slice(args);
-            run_tool("ip", &all).map(drop)
+            run_tool("ip", &all)
         }
     }
+}
+
+/// The `/24` an address is in, as iptables and ip take it (`a.b.c.0/24`): every region of
+/// a chaos run is one.
+pub(crate) fn slash24(address: std::net::Ipv4Addr) -> String {
+    let [a, b, c, _] = address.octets();
+    format!("{a}.{b}.{c}.0/24")
 }
 
 /// The match that drops `percent`% of the packets (of `protocol` only, when given).
@@ -118,19 +127,34 @@ impl Cut {
     /// Installs `-j DROP` rules on the OUTPUT chain of network namespaces, each given as
     /// (namespace, match), until healed: a namespace's OUTPUT sees what its own nodes send.
     pub fn in_namespaces(rules: Vec<(String, Vec<String>)>) -> Result<Cut, ChaosError> {
-        let mut cut = Cut { rules: Vec::new() };
+        let mut cut = Cut::new();
         for (ns, rule) in rules {
-            let mut args = vec!["-I", "OUTPUT"];
-            args.extend(rule.iter().map(String::as_str));
-            args.extend(["-j", "DROP"]);
-            iptables_in(Some(&ns), &args)?;
-            cut.rules.push((Some(ns), rule));
+            cut.add(Some(ns), rule)?;
         }
         Ok(cut)
     }
 
+    fn new() -> Cut {
+        let n = CUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Cut {
+            tag: format!("chaos-cut-{}-{n}", std::process::id()),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Installs one rule; kept for removal even if a later one fails.
+    fn add(&mut self, netns: Option<String>, mut rule: Vec<String>) -> Result<(), ChaosError> {
+        rule.extend(["-m", "comment", "--comment", &self.tag].map(String::from));
+        let mut args = vec!["-I", "OUTPUT"];
+        args.extend(rule.iter().map(String::as_str));
+        args.extend(["-j", "DROP"]);
+        iptables_in(netns.as_deref(), &args)?;
+        self.rules.push((netns, rule));
+        Ok(())
+    }
+
     fn install(a: &[&str], b: &[&str], extra: &[String]) -> Result<Cut, ChaosError> {
-        let mut cut = Cut { rules: Vec::new() };
+        let mut cut = Cut::new();
         for x in a {
             for y in b {
                 for (src, dst) in [(x, y), (y, x)] {
@@ -141,15 +165,42 @@ impl Cut {
                         dst.to_string(),
                     ];
                     rule.extend(extra.iter().cloned());
-                    let mut args = vec!["-I", "OUTPUT"];
-                    args.extend(rule.iter().map(String::as_str));
-                    args.extend(["-j", "DROP"]);
-                    iptables(&args)?;
-                    cut.rules.push((None, rule));
+                    cut.add(None, rule)?;
                 }
             }
         }
         Ok(cut)
+    }
+
+    /// Packets this cut's rules have dropped so far (the evidence that it met traffic),
+    /// from iptables' own counters.
+    pub fn dropped(&self) -> u64 {
+        let mut namespaces: Vec<Option<&str>> =
+            self.rules.iter().map(|(ns, _)| ns.as_deref()).collect();
+        namespaces.dedup();
+        let marker = format!("--comment {} -c ", self.tag);
+        namespaces
+            .into_iter()
+            .filter_map(|ns| {
+                let listing = match ns {
+                    None => run_tool("iptables", &["-S", "OUTPUT", "-v"]),
+                    Some(ns) => run_tool(
+                        "ip",
+                        &["netns", "exec", ns, "iptables", "-S", "OUTPUT", "-v"],
+                    ),
+                };
+                listing.ok()
+            })
+            .flat_map(|listing| {
+                listing
+                    .lines()
+                    .filter_map(|line| {
+                        let counters = &line[line.find(&marker)? + marker.len()..];
+                        counters.split_whitespace().next()?.parse::<u64>().ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Restores the link now (also done on drop).

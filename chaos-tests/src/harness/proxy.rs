@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::netns::{RegionNetwork, in_namespace};
-use super::partition::iptables_in;
+use super::partition::{iptables_in, slash24};
 use crate::error::ChaosError;
 use crate::rng::SeededRng;
 
@@ -124,6 +124,7 @@ impl LinkProxy {
     pub fn available() -> Result<(), String> {
         super::partition::Cut::available()?;
         iptables_in(None, &["-t", "nat", "-L", "OUTPUT", "-n"])
+            .map(drop)
             .map_err(|e| format!("iptables has no usable nat table here: {e}"))
     }
 
@@ -274,11 +275,6 @@ fn remove_leftover_rules(subnets: &[Ipv4Addr]) {
             let _ = iptables_in(None, &args);
         }
     }
-}
-
-fn slash24(subnet: Ipv4Addr) -> String {
-    let [a, b, c, _] = subnet.octets();
-    format!("{a}.{b}.{c}.0/24")
 }
 
 /// Where a redirected connection was going (the nat rule's original destination).

@@ -95,7 +95,8 @@ pub struct RegionNetwork {
     regions: Vec<RegionNamespace>,
 }
 
-/// The interface in region `from`'s namespace that leads to region `to` (0-based).
+/// The name, in every other region's namespace, of the link to region `to` (0-based):
+/// `x2` leads to r2 wherever it is.
 pub fn link_interface(to: usize) -> String {
     format!("x{}", to + 1)
 }

@@ -2,7 +2,7 @@
 //! in two regions (chaos-tests), on both network paths: regions on loopback addresses,
 //! and regions in their own network namespaces joined by a veth link (root only); and the
 //! checker's own proof: with a deliberately broken guarantee it reports the loss.
-//! Reports land in target/chaos/ (the run directory keeps every node's log).
+//! Reports land in target/tmp/chaos/<network>/ (the run directory keeps every node's log).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,11 @@ use chaos_tests::scenario::Scenario;
 fn config(octet: u8, network: NetworkMode, broken_acks: bool) -> RunConfig {
     RunConfig {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_meridian")),
-        out_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos"),
+        // One directory per path: both quick suites are seed 1, and a failed run's logs
+        // must survive the next run.
+        out_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("chaos")
+            .join(network.name()),
         octet,
         network,
         writers: 2,

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chaos_tests::harness::network::NetworkMode;
+use chaos_tests::harness::rootless;
 use chaos_tests::run::{RunConfig, run};
 use chaos_tests::scenario::{SCENARIOS, Scenario};
 use clap::Parser;
+use std::os::unix::process::CommandExt as _;
 
 /// Seeded, reproducible fault injection against a real Meridian deployment.
 #[derive(Debug, Parser)]
@@ -68,14 +70,36 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
+    if rootless::inside() {
+        rootless::bring_up_loopback().context("bring up loopback in the user namespace")?;
+    } else if !rootless::is_root() {
+        match rootless::available() {
+            Ok(()) => {
+                // Root of a private user namespace can cut, thin and slow its own loopback.
+                let this = std::env::current_exe().context("locate this binary")?;
+                let again: Vec<String> = std::env::args().skip(1).collect();
+                let err = rootless::command(&this, &again).exec();
+                return Err(err).context("run again inside a user namespace (unshare)");
+            }
+            Err(why) => tracing::warn!(
+                %why,
+                "not root and no user namespace: the network and disk faults will say SKIPPED"
+            ),
+        }
+    }
+    tokio::runtime::Runtime::new()
+        .context("start the async runtime")?
+        .block_on(run_seeds(args))
+}
+
+async fn run_seeds(args: Args) -> anyhow::Result<()> {
     let binary = match args.meridian {
         Some(path) => path,
         None => std::env::current_exe()

@@ -5,7 +5,7 @@
 //! ([`readback`]), where the regions live on the network ([`network`]: loopback
 //! addresses, or [`netns`] namespaces joined by veth links), cuts between regions
 //! ([`partition`]), latency on the link between them ([`proxy`]), certificate rotation
-//! ([`rotation`]) and full disks ([`disk`]).
+//! ([`rotation`]), full disks ([`disk`]), and all of it without root ([`rootless`]).
 
 pub mod deployment;
 pub mod disk;
@@ -16,5 +16,6 @@ pub mod partition;
 pub mod process;
 pub mod proxy;
 pub mod readback;
+pub mod rootless;
 pub mod rotation;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! The chaos quick suite against real `meridian broker` and `meridian mirror` processes
 //! in two regions (chaos-tests), on both network paths: regions on loopback addresses,
-//! and regions in their own network namespaces joined by a veth link (root only); and the
+//! regions in their own network namespaces joined by a veth link (root only), and loopback
+//! again as an ordinary user inside a user namespace (the rootless path); and the
 //! checker's own proof: with a deliberately broken guarantee it reports the loss.
 //! Reports land in target/tmp/chaos/<network>/ (the run directory keeps every node's log).
 
@@ -8,16 +9,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chaos_tests::harness::network::NetworkMode;
+use chaos_tests::harness::rootless;
 use chaos_tests::run::{RunConfig, run};
 use chaos_tests::scenario::Scenario;
 
 fn config(octet: u8, network: NetworkMode, broken_acks: bool) -> RunConfig {
     RunConfig {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_meridian")),
-        // One directory per path: both quick suites are seed 1, and a failed run's logs
-        // must survive the next run.
-        out_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("chaos")
+        // One directory per path: the quick suites are all seed 1, and a failed run's logs
+        // must survive the next run. The rootless run is told where it may write.
+        out_dir: std::env::var_os(ROOTLESS_OUT)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos"))
             .join(network.name()),
         octet,
         network,
@@ -26,6 +29,11 @@ fn config(octet: u8, network: NetworkMode, broken_acks: bool) -> RunConfig {
         broken_acks,
     }
 }
+
+/// Where the quick suite inside the user namespace writes (a directory its user owns).
+const ROOTLESS_OUT: &str = "MERIDIAN_CHAOS_ROOTLESS_OUT";
+/// The uid and gid the rootless run takes when the tests run as root: `nobody`.
+const NOBODY: u32 = 65534;
 
 /// How many items the invariant's check looked at (0 when it did not run).
 fn checked(report: &chaos_tests::report::Report, invariant: &str) -> u64 {
@@ -67,6 +75,94 @@ async fn quick_suite_holds_every_invariant_with_regions_in_network_namespaces() 
         .expect("the cut fired");
     assert!(cut.target.starts_with("link r1 <-> r2 down"), "{cut:?}");
     // The proxy inside r2's namespace carried the mirror's connections.
+    assert_proxy_carried_traffic(&report);
+}
+
+/// `command` as nobody when the tests run as root (`setpriv`), so that the rootless path
+/// is proven to need no privilege at all; unchanged otherwise.
+fn unprivileged(command: std::process::Command) -> std::process::Command {
+    if !rootless::is_root() {
+        return command;
+    }
+    let mut wrapped = std::process::Command::new("setpriv");
+    wrapped
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(key, value);
+        }
+    }
+    wrapped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_suite_holds_every_invariant_for_a_user_without_root() {
+    let probe = unprivileged(rootless::command(std::path::Path::new("true"), &[])).output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: the quick suite in a user namespace: cannot create one: {other:?}");
+            return;
+        }
+    }
+    let out_dir =
+        std::env::temp_dir().join(format!("meridian-chaos-rootless-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    if rootless::is_root() {
+        std::os::unix::fs::chown(&out_dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let _turn = ONE_QUICK_SUITE_AT_A_TIME.lock().await;
+    let this = std::env::current_exe().unwrap();
+    let inner = [
+        "--ignored",
+        "--exact",
+        "quick_suite_inside_a_user_namespace",
+        "--nocapture",
+    ]
+    .map(String::from);
+    let mut command = unprivileged(rootless::command(&this, &inner));
+    command.env(ROOTLESS_OUT, &out_dir);
+    let ran = tokio::process::Command::from(command)
+        .output()
+        .await
+        .expect("run the test binary again in a user namespace");
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    let tail = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    };
+    assert!(
+        ran.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "the quick suite in a user namespace failed ({}); reports under {}\nstdout:\n{}\nstderr:\n{}",
+        ran.status,
+        out_dir.display(),
+        tail(&stdout),
+        tail(&stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by quick_suite_holds_every_invariant_for_a_user_without_root, inside its user namespace"]
+async fn quick_suite_inside_a_user_namespace() {
+    assert!(rootless::inside(), "run me through the rootless test");
+    rootless::bring_up_loopback().unwrap();
+    // Root of the user namespace: every fault is available, so none may be skipped.
+    let report = quick_suite(181, NetworkMode::Loopback).await;
+    assert!(
+        report
+            .faults
+            .iter()
+            .all(|f| !f.target.starts_with("SKIPPED")),
+        "{:?}",
+        report.faults
+    );
     assert_proxy_carried_traffic(&report);
 }
 

@@ -22,9 +22,8 @@
 //! links, addresses and rules with them; namespaces a crashed run left are deleted first.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
-use super::partition::{Cut, loss_match, run_tool, slash24};
+use super::partition::{Cut, loss_match, run_tool, slash24, tool_works};
 use crate::error::ChaosError;
 
 /// The first two octets of every node address in a namespaced run.
@@ -116,19 +115,14 @@ impl RegionNetwork {
     pub fn available() -> Result<(), String> {
         Cut::available()?;
         let probe = format!("chaos-probe-{}", std::process::id());
-        match Command::new("ip").args(["netns", "add", &probe]).output() {
-            Ok(out) if out.status.success() => {
-                let _ = ip(&["netns", "del", &probe]);
-                Ok(())
-            }
-            Ok(out) => Err(format!(
-                "ip netns cannot create a namespace here (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!(
-                "ip is not installed (apt-get install iproute2): {e}"
-            )),
-        }
+        tool_works(
+            "ip",
+            &["netns", "add", &probe],
+            "ip netns cannot create a namespace here (needs root)",
+            "iproute2",
+        )?;
+        let _ = ip(&["netns", "del", &probe]);
+        Ok(())
     }
 
     /// Creates a namespace per region (`regions`: name, subnet, and the host addresses

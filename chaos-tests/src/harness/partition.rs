@@ -89,22 +89,35 @@ pub(crate) fn loss_match(percent: u8, protocol: Option<&str>) -> Vec<String> {
     extra
 }
 
+/// Whether `program args…` succeeds here, and if not, why in words a user can act on:
+/// `refused` and the tool's own message, or the Debian `package` to install.
+pub(crate) fn tool_works(
+    program: &str,
+    args: &[&str],
+    refused: &str,
+    package: &str,
+) -> Result<(), String> {
+    match Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{refused}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "{program} is not installed (apt-get install {package}): {e}"
+        )),
+    }
+}
+
 impl Cut {
     /// Whether this machine can cut loopback links, and if not, why.
     pub fn available() -> Result<(), String> {
-        match Command::new("iptables")
-            .args(["-L", "OUTPUT", "-n"])
-            .output()
-        {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(format!(
-                "iptables cannot change rules here (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!(
-                "iptables is not installed (apt-get install iptables): {e}"
-            )),
-        }
+        tool_works(
+            "iptables",
+            &["-L", "OUTPUT", "-n"],
+            "iptables cannot change rules here (needs root)",
+            "iptables",
+        )
     }
 
     /// Drops every packet between an address of `a` and one of `b` (each `ADDR` or

@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use super::partition::run_tool;
+use super::partition::{run_tool, tool_works};
 use crate::error::ChaosError;
 
 /// Set in the environment of a harness running inside its user namespace, so that it does
@@ -27,19 +27,12 @@ pub fn inside() -> bool {
 
 /// Whether this user can create the namespaces, and if not, why.
 pub fn available() -> Result<(), String> {
-    match Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--mount", "true"])
-        .output()
-    {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "this kernel does not let users create user namespaces: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!(
-            "unshare is not installed (apt-get install util-linux): {e}"
-        )),
-    }
+    tool_works(
+        "unshare",
+        &["--user", "--map-root-user", "--net", "--mount", "true"],
+        "this kernel does not let users create user namespaces",
+        "util-linux",
+    )
 }
 
 /// `program args…` run inside fresh user, network and mount namespaces, with [`INSIDE`]
